@@ -1,0 +1,140 @@
+"""Settings for the ALwrity project.
+
+This is the only module that reads the environment (django-environ). Everything else reads
+Django settings: the app through ``llm_providers.conf.llm_settings``.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A `.env` beside manage.py is read when present (`make run` writes one from `.env.example`);
+# real environment variables win over it. ALWRITY_ENV_FILE points elsewhere, or to "" for none.
+_env_file = env.str("ALWRITY_ENV_FILE", default=str(BASE_DIR / ".env"))
+if _env_file and Path(_env_file).is_file():
+    env.read_env(_env_file, overwrite=False)
+
+# An unset SECRET_KEY gets a random one per process: fine for a quick look, but sessions and the
+# SECRET_KEY-derived encryption key would not survive a restart. `make run` writes a stable one.
+SECRET_KEY = env.str("SECRET_KEY", default="") or get_random_secret_key()
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "alwrity",
+    "llm_providers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "alwrity.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "alwrity.wsgi.application"
+ASGI_APPLICATION = "alwrity.asgi.application"
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Concurrent writers (threads of one server) wait for the lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+
+if env.str("REDIS_URL", default=""):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env.str("REDIS_URL"),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "llm_providers": {"handlers": ["console"], "level": env.str("LLM_LOG_LEVEL", default="INFO")},
+    },
+}
+
+# --- llm_providers (SPEC §3). The app's defaults live in llm_providers/conf.py. ---------------
+
+GPT_PROVIDER = env.str("GPT_PROVIDER", default="") or None
+
+GEMINI_API_KEY = env.str("GEMINI_API_KEY", default="") or None
+OPENROUTER_API_KEY = env.str("OPENROUTER_API_KEY", default="") or None
+HF_TOKEN = env.str("HF_TOKEN", default="") or None
+
+OPENROUTER_MODEL = env.str("OPENROUTER_MODEL", default="openai/gpt-4-turbo")
+GEMINI_MODEL = env.str("GEMINI_MODEL", default="gemini-2.5-flash")
+HF_MODEL = env.str("HF_MODEL", default="meta-llama/Llama-3.1-8B-Instruct")
+
+OPENROUTER_HTTP_REFERER = env.str("OPENROUTER_HTTP_REFERER", default="") or None
+OPENROUTER_X_TITLE = env.str("OPENROUTER_X_TITLE", default="") or None
+
+OPENROUTER_BASE_URL = env.str("OPENROUTER_BASE_URL", default="https://openrouter.ai/api/v1")
+GEMINI_BASE_URL = env.str(
+    "GEMINI_BASE_URL", default="https://generativelanguage.googleapis.com/v1beta"
+)
+HF_BASE_URL = env.str("HF_BASE_URL", default="https://router.huggingface.co/v1")
+
+LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
+LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=3)
+LLM_RETRY_BASE_DELAY = env.float("LLM_RETRY_BASE_DELAY", default=1.0)
+LLM_RETRY_MAX_DELAY = env.float("LLM_RETRY_MAX_DELAY", default=30.0)
+LLM_RETRY_TOTAL_TIMEOUT = env.float("LLM_RETRY_TOTAL_TIMEOUT", default=120.0)
+
+LLM_ENCRYPTION_KEYS = env.list("LLM_ENCRYPTION_KEYS", default=[])

@@ -1,0 +1,1 @@
+"""llm_providers: one dependable way to call Gemini, OpenRouter and Hugging Face from Django."""

@@ -1,0 +1,661 @@
+"""What every provider shares: the HTTP session, retries, error mapping, streaming, JSON output.
+
+A provider module subclasses ``Provider`` (or ``OpenAICompatibleProvider``) and says only what is
+different about its service: how to build the request, how to read the answer, how to read its
+errors. See "Adding a provider" in the README for the checklist.
+
+A provider is pure HTTP: it never touches the database. It is built per call with the key the
+router resolved, and the key appears nowhere but in the request's auth header.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any, ClassVar
+
+import requests
+from requests.adapters import HTTPAdapter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
+from tenacity.wait import wait_base
+
+from .conf import llm_settings
+from .exceptions import (
+    InsufficientCredits,
+    InvalidRequest,
+    InvalidStructuredOutput,
+    LLMError,
+    ModelNotFound,
+    ProviderAuthError,
+    ProviderUnavailable,
+    RateLimited,
+    UpstreamTimeout,
+)
+from .results import ChatRequest, Completion, TextDelta, Usage
+from .sse import iter_sse_data
+from .structured import SchemaMismatch, parse_reply
+
+# SPEC §5: what is retried. 400/401/403/404 never are.
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+# The sleep used between retries; tests replace it to record the waits instead of sleeping.
+sleep = time.sleep
+
+
+@dataclass(frozen=True)
+class HTTPCall:
+    """One upstream request as a provider builds it; the base class sends it."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None
+    params: Mapping[str, str] | None = None
+
+
+@dataclass
+class StreamState:
+    """What a stream has told so far; the provider's ``read_stream_event`` updates it."""
+
+    model: str
+    text: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    response_id: str | None = None
+    finished: bool = False  # saw the provider's end marker ([DONE] or a finish reason)
+
+
+# --- HTTP session ---------------------------------------------------------------------------------
+
+_session_lock = threading.Lock()
+_session: requests.Session | None = None
+
+
+def http_session() -> requests.Session:
+    """The process's pooled session: one TLS handshake per upstream host, not per call."""
+    global _session
+    if _session is None:
+        with _session_lock:
+            if _session is None:
+                session = requests.Session()
+                pool = int(llm_settings.LLM_HTTP_POOL_SIZE)
+                adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool, max_retries=0)
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
+                # Requests of all users share this session: keep no cookies between them.
+                session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+                # Settings are the only proxy configuration; HTTP(S)_PROXY is not consulted.
+                session.trust_env = False
+                _session = session
+    return _session
+
+
+# --- Retries -------------------------------------------------------------------------------------
+
+
+class _Backoff(wait_base):
+    """Exponential backoff with jitter, bounded by the settings, stretched to a Retry-After."""
+
+    def __init__(self, base: float, maximum: float):
+        self.base = base
+        self.maximum = max(maximum, base)
+
+    def __call__(self, retry_state) -> float:
+        ceiling = min(self.maximum, self.base * 2 ** (retry_state.attempt_number - 1))
+        delay = random.uniform(self.base, ceiling)
+        hint = getattr(retry_state.outcome.exception(), "retry_after", None)
+        # The server's own hint wins over our guess; the total bound (stop) still applies.
+        return max(delay, hint) if hint else delay
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, LLMError) and getattr(exc, "retryable", False)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s)\s*$")
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from a protobuf Duration string as Google sends it: ``"7s"``, ``"600ms"``."""
+    if not isinstance(value, str):
+        return None
+    match = _DURATION.match(value)
+    if not match:
+        return None
+    seconds = float(match.group("n"))
+    return seconds / 1000 if match.group("unit") == "ms" else seconds
+
+
+def decimal_or_none(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except ArithmeticError:
+        return None
+
+
+# --- The base provider ---------------------------------------------------------------------------
+
+
+class Provider:
+    """Base of a provider client. Extension point: subclass and fill in the class attributes
+    and the four hooks (``build_call``, ``read_completion``, ``read_stream_event``,
+    ``read_error``); optionally ``check_model`` and ``connection_test_call``.
+    """
+
+    name: ClassVar[str]  # "gemini": the id used in settings, the database and the API
+    label: ClassVar[str]  # "Google Gemini": for people
+    key_setting: ClassVar[str]  # "GEMINI_API_KEY": the environment variable holding the key
+    model_setting: ClassVar[str]  # "GEMINI_MODEL"
+    base_url_setting: ClassVar[str]  # "GEMINI_BASE_URL"
+    key_prefix: ClassVar[str] = ""  # the public prefix of its keys ("AIza"), shown in masks
+    example_model: ClassVar[str]  # for error messages about malformed model ids
+
+    def __init__(self, api_key: str, *, key_source: str | None = None):
+        if not api_key:
+            raise ValueError("A provider needs a key; resolve one with llm_providers.keys.")
+        self._api_key = api_key
+        self.key_source = key_source or f"the environment variable {self.key_setting}"
+        self.base_url = str(getattr(llm_settings, self.base_url_setting)).rstrip("/")
+        self.timeout = float(llm_settings.LLM_TIMEOUT)
+
+    def __repr__(self) -> str:  # never the key
+        return f"<{type(self).__name__} key from {self.key_source}>"
+
+    @classmethod
+    def default_model(cls) -> str:
+        return str(getattr(llm_settings, cls.model_setting))
+
+    @classmethod
+    def check_model(cls, model: str) -> None:
+        """Refuse a malformed model id before any upstream call (raise ModelNotFound)."""
+
+    # --- hooks --------------------------------------------------------------------------------
+
+    def build_call(self, request: ChatRequest, *, stream: bool) -> HTTPCall:
+        raise NotImplementedError
+
+    def read_completion(self, body: Any, request: ChatRequest) -> Completion:
+        """Turn a 200 body into a Completion (latency and request count are filled in later)."""
+        raise NotImplementedError
+
+    def read_stream_event(self, data: str, state: StreamState) -> str | None:
+        """Read one SSE ``data`` payload; update ``state``; return the text delta, if any."""
+        raise NotImplementedError
+
+    def read_error(self, status: int, body: Any, headers: Mapping[str, str]) -> LLMError:
+        """Map an HTTP error (or an error object inside a 200/stream) to an exception."""
+        return self.error_for_status(status, error_text(body), headers=headers)
+
+    def connection_test_call(self) -> HTTPCall:
+        """The cheapest authenticated request, for the admin's "test connection"."""
+        raise NotImplementedError
+
+    # --- public operations -------------------------------------------------------------------
+
+    def complete(self, request: ChatRequest) -> Completion:
+        """Generate a completion; with a JSON schema, parse and validate it (one retry)."""
+        started = time.monotonic()
+        first = self._complete_once(request)
+        if request.json_schema is not None:
+            first = self._with_structured_data(first, request)
+        first.latency_ms = _ms_since(started)
+        return first
+
+    def stream(self, request: ChatRequest) -> ProviderStream:
+        """Open a stream: the request is sent (and retried) now, before the first byte.
+
+        Iterate the result for ``TextDelta`` items; once exhausted, ``.completion`` holds the
+        final text and usage. An error after the first byte raises with ``partial_usage``.
+        """
+        started = time.monotonic()
+        response, requests_made = self.send(self.build_call(request, stream=True), stream=True)
+        return ProviderStream(self, response, requests_made, request.model, started)
+
+    def test_connection(self) -> str:
+        """Check the key with the provider's cheapest endpoint; raise the mapped error if not."""
+        started = time.monotonic()
+        response, _ = self.send(self.connection_test_call(), max_retries=0)
+        response.close()
+        return f"{self.label} accepted the key ({_ms_since(started)} ms)."
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    def send(
+        self, call: HTTPCall, *, stream: bool = False, max_retries: int | None = None
+    ) -> tuple[requests.Response, int]:
+        """Send ``call`` with retries (SPEC §5); return the 2xx response and requests made.
+
+        Raises the mapped LLMError, with ``requests`` set, once retries are exhausted.
+        """
+        made = 0
+
+        def attempt() -> requests.Response:
+            nonlocal made
+            made += 1
+            return self._send_once(call, stream=stream)
+
+        retries = int(llm_settings.LLM_MAX_RETRIES) if max_retries is None else max_retries
+        retrying = Retrying(
+            retry=retry_if_exception(_is_retryable),
+            stop=stop_after_attempt(retries + 1)
+            | stop_before_delay(float(llm_settings.LLM_RETRY_TOTAL_TIMEOUT)),
+            wait=_Backoff(
+                float(llm_settings.LLM_RETRY_BASE_DELAY), float(llm_settings.LLM_RETRY_MAX_DELAY)
+            ),
+            sleep=lambda seconds: sleep(seconds),
+            reraise=True,
+        )
+        try:
+            response = retrying(attempt)
+        except LLMError as exc:
+            exc.requests = made
+            raise
+        return response, made
+
+    def _send_once(self, call: HTTPCall, *, stream: bool) -> requests.Response:
+        try:
+            response = http_session().request(
+                call.method,
+                call.url,
+                headers=dict(call.headers),
+                json=call.json,
+                params=call.params,
+                timeout=self.timeout,
+                stream=stream,
+            )
+        except requests.exceptions.Timeout:
+            raise self._retryable(
+                UpstreamTimeout(
+                    f"{self.label} did not answer within {self.timeout:g}s", provider=self.name
+                )
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise self._retryable(
+                ProviderUnavailable(
+                    f"Could not reach {self.label}: {type(exc).__name__}", provider=self.name
+                )
+            ) from None
+        if response.status_code < 400:
+            return response
+        try:
+            body = self.decode(response)
+        except ProviderUnavailable:
+            body = response.text if not stream else None
+        finally:
+            response.close()
+        error = self.scrub(self.read_error(response.status_code, body, response.headers))
+        error.upstream_status = response.status_code
+        if response.status_code in RETRYABLE_STATUSES:
+            self._retryable(error)
+        raise error
+
+    def decode(self, response: requests.Response) -> Any:
+        """The JSON body, numbers with a fraction as Decimal (costs stay exact)."""
+        try:
+            return json.loads(response.content, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError):
+            raise ProviderUnavailable(
+                f"{self.label} sent a body that is not JSON (HTTP {response.status_code})",
+                provider=self.name,
+            ) from None
+
+    # --- helpers for subclasses -----------------------------------------------------------------
+
+    def error_for_status(
+        self, status: int, message: str, *, headers: Mapping[str, str] | None = None
+    ) -> LLMError:
+        """The default mapping of an HTTP status to the hierarchy; providers refine it."""
+        detail = f"{self.label} answered HTTP {status}: {message}"
+        if status == 429:
+            retry_after = parse_retry_after((headers or {}).get("Retry-After"))
+            return RateLimited(detail, retry_after=retry_after, provider=self.name)
+        if status in (401, 403):
+            return ProviderAuthError(
+                f"{self.label} rejected the key from {self.key_source} (HTTP {status}: {message})",
+                provider=self.name,
+            )
+        if status == 402:
+            return InsufficientCredits(
+                f"{self.label} refused the call for lack of credit on the key from "
+                f"{self.key_source} (HTTP 402: {message})",
+                provider=self.name,
+            )
+        if status == 404:
+            return ModelNotFound(f"Model not found: {detail}", provider=self.name)
+        if status in (408, 504):
+            return UpstreamTimeout(detail, provider=self.name)
+        if 400 <= status < 500:
+            return InvalidRequest(detail, provider=self.name)
+        return ProviderUnavailable(detail, provider=self.name)
+
+    def scrub(self, error: LLMError) -> LLMError:
+        """Remove the key from an error's message, wherever an upstream may have echoed it."""
+        if self._api_key in error.message:
+            error.message = error.message.replace(self._api_key, "[key]")
+            error.args = (error.message,)
+        return error
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _complete_once(self, request: ChatRequest) -> Completion:
+        response, made = self.send(self.build_call(request, stream=False))
+        try:
+            body = self.decode(response)
+        finally:
+            response.close()
+        try:
+            completion = self.read_completion(body, request)
+        except LLMError as exc:
+            exc.requests = made
+            raise self.scrub(exc) from None
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            err = ProviderUnavailable(
+                f"{self.label} sent an answer in an unexpected shape", provider=self.name
+            )
+            err.requests = made
+            raise err from None
+        completion.requests = made
+        return completion
+
+    def _with_structured_data(self, completion: Completion, request: ChatRequest) -> Completion:
+        assert request.json_schema is not None
+        try:
+            completion.data = parse_reply(completion.text, request.json_schema)
+            return completion
+        except SchemaMismatch:
+            pass
+        # One retry: models slip now and then; a second slip is reported, never returned.
+        second = self._complete_once(request)
+        second.requests += completion.requests
+        second.usage = add_usage(completion.usage, second.usage)
+        try:
+            second.data = parse_reply(second.text, request.json_schema)
+            return second
+        except SchemaMismatch as mismatch:
+            err = InvalidStructuredOutput(
+                f"{self.label} ({second.model}) did not return valid JSON for the schema "
+                f"after one retry: {mismatch}",
+                raw_text=second.text,
+                provider=self.name,
+                model=second.model,
+            )
+            err.requests = second.requests
+            err.partial_usage = second.usage
+            raise err from None
+
+    @staticmethod
+    def _retryable(error: LLMError) -> LLMError:
+        error.retryable = True
+        return error
+
+
+def add_usage(a: Usage, b: Usage) -> Usage:
+    cost = None
+    if a.reported_cost is not None and b.reported_cost is not None:
+        cost = a.reported_cost + b.reported_cost
+    return Usage(
+        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+        completion_tokens=a.completion_tokens + b.completion_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+        reported_cost=cost,
+    )
+
+
+def error_text(body: Any) -> str:
+    """The human message in an upstream error body, whatever its shape.
+
+    Covers ``{"error": {"message": …}}`` (OpenAI, OpenRouter, Gemini), ``{"error": "…"}`` and
+    ``{"error": ["…"]}`` (Hugging Face), ``{"errors": [{"message": …}]}``, and plain text.
+    """
+    if isinstance(body, Mapping):
+        err = body.get("error", body.get("errors"))
+        if isinstance(err, Mapping):
+            return str(err.get("message") or err.get("error") or json.dumps(err, default=str))
+        if isinstance(err, list):
+            return "; ".join(
+                str(e.get("message", e)) if isinstance(e, Mapping) else str(e) for e in err
+            )
+        if err is not None:
+            return str(err)
+        return str(body.get("message") or body.get("detail") or "no error message")
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return "no error message"
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+class ProviderStream:
+    """An open upstream stream: iterate it for ``TextDelta``; then read ``.completion``.
+
+    ``state`` says what has arrived so far, so a stream the caller abandons can still be
+    accounted; ``drain()`` reads the rest without yielding, to learn the final usage.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        response: requests.Response,
+        requests_made: int,
+        model: str,
+        started: float,
+    ):
+        self.provider = provider
+        self.requests_made = requests_made
+        self.state = StreamState(model=model)
+        self.completion: Completion | None = None
+        self._response = response
+        self._started = started
+        self._events = self._read()
+
+    def __iter__(self) -> Iterator[TextDelta]:
+        return self
+
+    def __next__(self) -> TextDelta:
+        return next(self._events)
+
+    def drain(self) -> Completion | None:
+        """Consume what is left (discarding text deltas' yield) and return the completion."""
+        for _ in self._events:
+            pass
+        return self.completion
+
+    def close(self) -> None:
+        self._events.close()
+        self._response.close()
+
+    def _read(self) -> Iterator[TextDelta]:
+        provider, state = self.provider, self.state
+        try:
+            for data in iter_sse_data(self._response.iter_lines()):
+                delta = provider.read_stream_event(data, state)
+                if delta:
+                    state.text.append(delta)
+                    yield TextDelta(delta)
+        except LLMError as exc:
+            raise self._failed(exc) from None
+        except requests.exceptions.Timeout:
+            raise self._failed(
+                UpstreamTimeout(
+                    f"{provider.label} stream stalled for more than {provider.timeout:g}s",
+                    provider=provider.name,
+                )
+            ) from None
+        except (requests.exceptions.RequestException, UnicodeDecodeError) as exc:
+            raise self._failed(
+                ProviderUnavailable(
+                    f"{provider.label} stream broke off: {type(exc).__name__}",
+                    provider=provider.name,
+                )
+            ) from None
+        finally:
+            self._response.close()
+        if not state.finished:
+            raise self._failed(
+                ProviderUnavailable(
+                    f"{provider.label} stream ended before the answer was complete",
+                    provider=provider.name,
+                )
+            )
+        self.completion = Completion(
+            text="".join(state.text),
+            provider=provider.name,
+            model=state.model,
+            usage=state.usage or Usage(),
+            latency_ms=_ms_since(self._started),
+            requests=self.requests_made,
+            finish_reason=state.finish_reason,
+            response_id=state.response_id,
+        )
+
+    def _failed(self, error: LLMError) -> LLMError:
+        error.requests = self.requests_made
+        error.partial_usage = self.state.usage
+        error.partial_text = "".join(self.state.text)
+        return self.provider.scrub(error)
+
+
+# --- OpenAI-compatible chat completions (OpenRouter, Hugging Face) --------------------------------
+
+
+class OpenAICompatibleProvider(Provider):
+    """Chat completions in the OpenAI wire format, as OpenRouter and Hugging Face's router speak it.
+
+    Subclasses add their headers, their error quirks and their cost reporting.
+    """
+
+    def chat_url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def extra_headers(self) -> dict[str, str]:
+        return {}
+
+    def build_payload(self, request: ChatRequest, *, stream: bool) -> dict:
+        messages = []
+        if request.system_prompt:
+            messages.append({"role": "system", "content": request.system_prompt})
+        messages += [{"role": m.role, "content": m.content} for m in request.messages]
+        payload: dict[str, Any] = {"model": request.model, "messages": messages}
+        if request.temperature is not None:
+            payload["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            payload["max_tokens"] = request.max_tokens
+        if request.json_schema is not None:
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema_name(request.json_schema),
+                                "schema": request.json_schema},
+            }
+        if stream:
+            payload["stream"] = True
+            payload["stream_options"] = {"include_usage": True}
+        return payload
+
+    def build_call(self, request: ChatRequest, *, stream: bool) -> HTTPCall:
+        headers = {**self.auth_headers(), **self.extra_headers()}
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        return HTTPCall(
+            "POST", self.chat_url(), headers, self.build_payload(request, stream=stream)
+        )
+
+    def read_usage(self, usage: Mapping[str, Any]) -> Usage:
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=int(usage.get("total_tokens") or prompt + completion),
+        )
+
+    def read_completion(self, body: Any, request: ChatRequest) -> Completion:
+        if isinstance(body, Mapping) and "error" in body and not body.get("choices"):
+            raise self.read_error(error_status(body, 502), body, {})
+        choice = body["choices"][0]
+        if choice.get("finish_reason") == "error" and choice.get("error"):
+            # A provider error after partial output, reported inside a 200 (OpenRouter docs).
+            raise self.read_error(error_status({"error": choice["error"]}, 502),
+                                  {"error": choice["error"]}, {})
+        message = choice.get("message") or {}
+        return Completion(
+            text=message.get("content") or "",
+            provider=self.name,
+            model=body.get("model") or request.model,
+            usage=self.read_usage(body.get("usage") or {}),
+            finish_reason=choice.get("finish_reason"),
+            response_id=body.get("id"),
+        )
+
+    def read_stream_event(self, data: str, state: StreamState) -> str | None:
+        if data.strip() == "[DONE]":
+            state.finished = True
+            return None
+        try:
+            chunk = json.loads(data, parse_float=Decimal)
+        except ValueError:
+            raise ProviderUnavailable(
+                f"{self.label} sent a stream event that is not JSON", provider=self.name
+            ) from None
+        if not isinstance(chunk, Mapping):
+            return None
+        if chunk.get("error"):
+            raise self.read_error(error_status(chunk, 502), chunk, {})
+        state.model = chunk.get("model") or state.model
+        state.response_id = chunk.get("id") or state.response_id
+        if chunk.get("usage"):
+            state.usage = self.read_usage(chunk["usage"])
+        delta_text = None
+        for choice in chunk.get("choices") or []:
+            delta_text = (choice.get("delta") or {}).get("content") or delta_text
+            if choice.get("finish_reason"):
+                state.finish_reason = choice["finish_reason"]
+                state.finished = True
+        return delta_text
+
+
+def error_status(body: Mapping[str, Any], default: int) -> int:
+    """The HTTP status an in-body error object carries (``error.code``: int or numeric str)."""
+    err = body.get("error")
+    code = err.get("code") if isinstance(err, Mapping) else None
+    try:
+        status = int(code)
+    except (TypeError, ValueError):
+        return default
+    return status if 400 <= status < 600 else default
+
+
+def schema_name(schema: Mapping[str, Any]) -> str:
+    """``json_schema.name`` for OpenAI-style requests: a-zA-Z0-9_- up to 64 characters."""
+    title = re.sub(r"[^A-Za-z0-9_-]+", "_", str(schema.get("title") or "")).strip("_")
+    return title[:64] or "response"

@@ -1,0 +1,32 @@
+"""System checks: configuration mistakes reported by ``manage.py check`` and at start-up."""
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .exceptions import UnknownProvider
+
+
+@register(Tags.security, deploy=True)
+def check_encryption_key(app_configs, **kwargs):
+    if getattr(settings, "LLM_ENCRYPTION_KEYS", None):
+        return []
+    return [
+        Warning(
+            "LLM_ENCRYPTION_KEYS is not set: stored provider keys are encrypted with a key "
+            "derived from SECRET_KEY.",
+            hint="Set LLM_ENCRYPTION_KEYS to a Fernet key kept apart from SECRET_KEY, then run "
+            "`manage.py rotate_llm_keys`.",
+            id="llm_providers.W001",
+        )
+    ]
+
+
+@register()
+def check_gpt_provider(app_configs, **kwargs):
+    from .registry import configured_primary
+
+    try:
+        configured_primary()
+    except UnknownProvider as exc:
+        return [Error(str(exc), id="llm_providers.E001")]
+    return []

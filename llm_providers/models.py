@@ -1,0 +1,72 @@
+"""Database models of llm_providers."""
+
+from django.db import models, transaction
+from django.db.models import Q
+
+from . import crypto
+
+PROVIDER_CHOICES = [
+    ("gemini", "Google Gemini"),
+    ("openrouter", "OpenRouter"),
+    ("huggingface", "Hugging Face"),
+]
+
+
+def mask_secret(secret_prefix: str, last_four: str) -> str:
+    """How a key is shown anywhere: its public prefix and last four characters, ``sk-or-…abcd``."""
+    return f"{secret_prefix}…{last_four}"
+
+
+class APIKey(models.Model):
+    """A provider key, encrypted at rest. One active key per provider; more may be stored."""
+
+    provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
+    label = models.CharField(max_length=100, blank=True)
+    encrypted_secret = models.TextField(editable=False)
+    # Only what the mask shows: the provider's well-known public prefix and the last four.
+    secret_prefix = models.CharField(max_length=8, blank=True, editable=False)
+    last_four = models.CharField(max_length=4, editable=False)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["provider", "-active", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider"], condition=Q(active=True), name="one_active_key_per_provider"
+            )
+        ]
+
+    def __str__(self) -> str:
+        label = f" {self.label!r}" if self.label else ""
+        return f"{self.get_provider_display()} key #{self.pk}{label} ({self.mask})"
+
+    @property
+    def mask(self) -> str:
+        return mask_secret(self.secret_prefix, self.last_four)
+
+    def set_secret(self, secret: str) -> None:
+        """Encrypt ``secret`` into this row (not saved). Only the mask's parts stay readable."""
+        from .registry import provider_class
+
+        secret = secret.strip()
+        prefix = provider_class(self.provider).key_prefix
+        self.encrypted_secret = crypto.encrypt(secret)
+        self.secret_prefix = prefix if prefix and secret.startswith(prefix) else ""
+        # Short secrets (never real keys, but possible input) reveal nothing.
+        self.last_four = secret[-4:] if len(secret) >= 16 else ""
+
+    def secret(self) -> str:
+        return crypto.decrypt(self.encrypted_secret, what=f"The stored {self}")
+
+    def save(self, *args, **kwargs) -> None:
+        # Activating a key deactivates the provider's other keys in the same transaction, so the
+        # one-active-key constraint holds without the admin having to do it by hand.
+        with transaction.atomic():
+            if self.active:
+                APIKey.objects.filter(provider=self.provider, active=True).exclude(
+                    pk=self.pk
+                ).update(active=False)
+            super().save(*args, **kwargs)

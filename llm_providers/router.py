@@ -1,0 +1,330 @@
+"""The router: validate the request, pick the provider, fall back, and account the attempts.
+
+Data flows one way: caller → ``generate``/``stream`` (validation, provider chain) → provider
+(HTTP) → ``Completion`` → accounting → ``Generation``. The fallback loop has the shape of
+``django.contrib.auth.authenticate``: a provider failure moves on to the next provider; a caller
+error (or a configuration error) stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from . import registry
+from .base_provider import Provider, ProviderStream
+from .conf import llm_settings
+from .exceptions import (
+    AllProvidersFailed,
+    FailedAttempt,
+    InvalidRequest,
+    LLMError,
+    ProviderFailure,
+)
+from .keys import ResolvedKey, mark_used, resolve_keys
+from .results import Attempt, ChatRequest, Completion, Generation, Message, TextDelta
+from .structured import check_schema
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One provider in the chain, with the model and key it will be called with."""
+
+    provider: type[Provider]
+    model: str
+    key: ResolvedKey
+    is_fallback: bool
+
+
+# --- Validation ------------------------------------------------------------------------------
+
+
+def user_pk(user: Any) -> int | None:
+    """A user object, a primary key (int or digit string) or None → the primary key or None."""
+    if user is None:
+        return None
+    if hasattr(user, "pk"):
+        return user.pk
+    if isinstance(user, bool):
+        raise InvalidRequest("user_id must be a user, a user's primary key, or None.")
+    if isinstance(user, int):
+        return user
+    if isinstance(user, str) and user.isdigit():
+        return int(user)
+    raise InvalidRequest("user_id must be a user, a user's primary key, or None.")
+
+
+def build_request(
+    messages: Sequence[Message],
+    *,
+    system_prompt: str | None,
+    model: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    json_schema: dict | None,
+) -> ChatRequest:
+    """Validate the caller's parameters (caller errors, before anything else happens).
+
+    ``model`` may still be None here; the chain fills in each provider's default.
+    """
+    if not messages:
+        raise InvalidRequest("A prompt is required.", field="prompt")
+    limit = int(llm_settings.LLM_MAX_PROMPT_CHARS)
+    total = 0
+    for message in messages:
+        if message.role not in ("user", "assistant"):
+            raise InvalidRequest(
+                f"Unknown message role {message.role!r}; use user or assistant.", field="messages"
+            )
+        if not isinstance(message.content, str):
+            raise InvalidRequest("Message content must be a string.", field="prompt")
+        total += len(message.content)
+    if not any(m.content.strip() for m in messages if m.role == "user"):
+        raise InvalidRequest("A prompt is required.", field="prompt")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise InvalidRequest("system_prompt must be a string.", field="system_prompt")
+    total += len(system_prompt or "")
+    if total > limit:
+        raise InvalidRequest(
+            f"The prompt is too long: {total} characters, at most {limit}.", field="prompt"
+        )
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise InvalidRequest("model must be a non-empty string.", field="model")
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+            raise InvalidRequest("temperature must be a number.", field="temperature")
+        if not 0 <= temperature <= 2:
+            raise InvalidRequest("temperature must be between 0 and 2.", field="temperature")
+        temperature = float(temperature)
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+            raise InvalidRequest("max_tokens must be a whole number.", field="max_tokens")
+        ceiling = int(llm_settings.LLM_MAX_OUTPUT_TOKENS)
+        if not 1 <= max_tokens <= ceiling:
+            raise InvalidRequest(
+                f"max_tokens must be between 1 and {ceiling}.", field="max_tokens"
+            )
+    if json_schema is not None:
+        check_schema(json_schema)
+    return ChatRequest(
+        messages=tuple(messages),
+        model=(model or "").strip(),
+        system_prompt=system_prompt or None,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        json_schema=json_schema,
+    )
+
+
+# --- The chain -------------------------------------------------------------------------------
+
+
+def plan(
+    provider: str | None, model: str | None, *, fallback: bool, keys: dict[str, ResolvedKey]
+) -> list[Step]:
+    """The providers to try, in order: the requested or primary one, then the fallbacks.
+
+    Fallbacks are the other providers that have a key, in priority order, each with its
+    default model. A named provider without a key is a configuration error (no fallback).
+    """
+    if provider is not None:
+        first = registry.provider_class(provider).name
+    else:
+        first = registry.primary_provider(keys)
+        if first is None:
+            raise registry.no_provider_error()
+    if first not in keys:
+        raise registry.missing_key_error(first)
+    first_cls = registry.provider_class(first)
+    first_model = model or first_cls.default_model()
+    first_cls.check_model(first_model)
+    chain = [Step(first_cls, first_model, keys[first], is_fallback=False)]
+    if fallback:
+        for cls in registry.PROVIDER_CLASSES:
+            if cls.name != first and cls.name in keys:
+                chain.append(Step(cls, cls.default_model(), keys[cls.name], is_fallback=True))
+    return chain
+
+
+def _attempt_failed(step: Step, exc: LLMError, *, abandoned: bool = False) -> Attempt:
+    return Attempt(
+        provider=step.provider.name,
+        model=exc.model or step.model,
+        is_fallback=step.is_fallback,
+        error=exc,
+        requests=exc.requests,
+        partial_usage=exc.partial_usage,
+        abandoned=abandoned,
+    )
+
+
+def _attempt_succeeded(step: Step, completion: Completion) -> Attempt:
+    return Attempt(
+        provider=step.provider.name,
+        model=completion.model,
+        is_fallback=step.is_fallback,
+        completion=completion,
+        latency_ms=completion.latency_ms,
+        requests=completion.requests,
+    )
+
+
+def _account(request_id: str, user_id: int | None, attempts: list[Attempt], steps) -> None:
+    """Record what a generation did. The one place every path ends, success or failure."""
+    used = {a.provider for a in attempts if a.succeeded}
+    for step in steps:
+        if step.provider.name in used:
+            mark_used(step.key)
+    for attempt in attempts:
+        logger.info(
+            "llm call request=%s user=%s provider=%s model=%s status=%s requests=%d tokens=%d",
+            request_id,
+            user_id,
+            attempt.provider,
+            attempt.model,
+            "success" if attempt.succeeded else (attempt.error.code if attempt.error else "-"),
+            attempt.requests,
+            attempt.usage.total_tokens,
+        )
+
+
+def _all_failed(attempts: list[Attempt]) -> AllProvidersFailed:
+    return AllProvidersFailed(
+        [FailedAttempt(a.provider, a.model, a.error) for a in attempts if a.error is not None]
+    )
+
+
+# --- Entry points ----------------------------------------------------------------------------
+
+
+def generate(
+    messages: Sequence[Message],
+    *,
+    system_prompt: str | None = None,
+    json_schema: dict | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    user_id: Any = None,
+    fallback: bool = True,
+) -> Generation:
+    """Generate a completion, falling back across providers; raise when none answers."""
+    request = build_request(
+        messages,
+        system_prompt=system_prompt,
+        model=model,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        json_schema=json_schema,
+    )
+    uid = user_pk(user_id)
+    steps = plan(provider, request.model or None, fallback=fallback, keys=resolve_keys())
+    request_id = uuid.uuid4().hex
+    attempts: list[Attempt] = []
+    try:
+        for step in steps:
+            step.provider.check_model(step.model)
+            client = step.provider(step.key.secret, key_source=step.key.source)
+            try:
+                completion = client.complete(replace(request, model=step.model))
+            except ProviderFailure as exc:
+                attempts.append(_attempt_failed(step, exc))
+                continue
+            except LLMError as exc:
+                attempts.append(_attempt_failed(step, exc))
+                raise
+            attempts.append(_attempt_succeeded(step, completion))
+            return Generation(request_id, completion, attempts, user_id=uid)
+        raise _all_failed(attempts)
+    finally:
+        _account(request_id, uid, attempts, steps)
+
+
+def stream(
+    messages: Sequence[Message],
+    *,
+    system_prompt: str | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    user_id: Any = None,
+    fallback: bool = True,
+) -> Iterator[TextDelta | Generation]:
+    """Stream a completion: ``TextDelta`` items, then the ``Generation``.
+
+    Validation and the provider chain are settled before the first item. Falling back is
+    possible until the first text arrives; after that an upstream failure ends the stream with
+    ``AllProvidersFailed``. A stream closed early by its consumer is accounted as abandoned.
+    """
+    request = build_request(
+        messages,
+        system_prompt=system_prompt,
+        model=model,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        json_schema=None,
+    )
+    uid = user_pk(user_id)
+    steps = plan(provider, request.model or None, fallback=fallback, keys=resolve_keys())
+    return _stream(request, uid, steps)
+
+
+def _stream(
+    request: ChatRequest, uid: int | None, steps: list[Step]
+) -> Iterator[TextDelta | Generation]:
+    request_id = uuid.uuid4().hex
+    attempts: list[Attempt] = []
+    try:
+        for step in steps:
+            step.provider.check_model(step.model)
+            client = step.provider(step.key.secret, key_source=step.key.source)
+            try:
+                upstream: ProviderStream = client.stream(replace(request, model=step.model))
+            except ProviderFailure as exc:
+                attempts.append(_attempt_failed(step, exc))
+                continue
+            except LLMError as exc:
+                attempts.append(_attempt_failed(step, exc))
+                raise
+            try:
+                for delta in upstream:
+                    yield delta
+            except GeneratorExit:
+                attempts.append(_abandoned(step, upstream))
+                raise
+            except LLMError as exc:
+                attempts.append(_attempt_failed(step, exc))
+                if isinstance(exc, ProviderFailure) and not upstream.state.text:
+                    continue  # nothing reached the caller yet: the next provider may answer
+                if isinstance(exc, ProviderFailure):
+                    raise _all_failed(attempts) from None
+                raise
+            assert upstream.completion is not None
+            attempts.append(_attempt_succeeded(step, upstream.completion))
+            yield Generation(request_id, upstream.completion, attempts, user_id=uid)
+            return
+        raise _all_failed(attempts)
+    finally:
+        _account(request_id, uid, attempts, steps)
+
+
+def _abandoned(step: Step, upstream: ProviderStream) -> Attempt:
+    """The consumer stopped reading. Close the upstream and keep what it had reported."""
+    upstream.close()
+    state = upstream.state
+    return Attempt(
+        provider=step.provider.name,
+        model=state.model,
+        is_fallback=step.is_fallback,
+        requests=upstream.requests_made,
+        partial_usage=state.usage,
+        abandoned=True,
+    )

@@ -1,0 +1,77 @@
+"""Shared fixtures.
+
+Every test runs with no provider configured (whatever the machine's environment or .env
+holds), upstream base URLs on hosts that cannot resolve, fast retries, and a recorder instead
+of ``time.sleep`` between retries. HTTP is mocked with ``responses``: an unregistered request
+fails as a connection error, so no test reaches the network.
+"""
+
+import pytest
+import responses
+
+from llm_providers import base_provider
+
+OPENROUTER_URL = "https://openrouter.test/api/v1"
+GEMINI_URL = "https://gemini.test/v1beta"
+HF_URL = "https://hf.test/v1"
+
+# Keys shaped like the real ones, so masks and prefixes behave as in production.
+FAKE_KEYS = {
+    "gemini": "AIzaSyFAKE-gemini-key-000000000000abcd",
+    "openrouter": "sk-or-v1-fake0openrouter0key000000000wxyz",
+    "huggingface": "hf_FAKEhuggingfacetoken0000000000hfkk",
+}
+KEY_SETTINGS = {"gemini": "GEMINI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
+                "huggingface": "HF_TOKEN"}
+
+
+@pytest.fixture(autouse=True)
+def llm_config(settings):
+    settings.GPT_PROVIDER = None
+    settings.GEMINI_API_KEY = None
+    settings.OPENROUTER_API_KEY = None
+    settings.HF_TOKEN = None
+    settings.OPENROUTER_MODEL = "openai/gpt-4-turbo"
+    settings.GEMINI_MODEL = "gemini-2.5-flash"
+    settings.HF_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+    settings.OPENROUTER_HTTP_REFERER = None
+    settings.OPENROUTER_X_TITLE = None
+    settings.OPENROUTER_BASE_URL = OPENROUTER_URL
+    settings.GEMINI_BASE_URL = GEMINI_URL
+    settings.HF_BASE_URL = HF_URL
+    settings.LLM_TIMEOUT = 5.0
+    settings.LLM_MAX_RETRIES = 3
+    settings.LLM_RETRY_BASE_DELAY = 0.0
+    settings.LLM_RETRY_MAX_DELAY = 0.0
+    settings.LLM_RETRY_TOTAL_TIMEOUT = 120.0
+    settings.LLM_ENCRYPTION_KEYS = []
+    return settings
+
+
+@pytest.fixture(autouse=True)
+def sleeps(monkeypatch):
+    """The waits the retry loop asked for, in order (nothing actually sleeps)."""
+    waits: list[float] = []
+    monkeypatch.setattr(base_provider, "sleep", waits.append)
+    return waits
+
+
+@pytest.fixture(autouse=True)
+def http(request):
+    """``responses`` mock of all HTTP; tests marked ``live`` get the real network."""
+    if request.node.get_closest_marker("live"):
+        yield None
+        return
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def use_keys(settings):
+    """``use_keys("gemini", "openrouter")`` gives those providers environment keys."""
+
+    def _use(*providers: str) -> None:
+        for name in providers:
+            setattr(settings, KEY_SETTINGS[name], FAKE_KEYS[name])
+
+    return _use
