@@ -106,7 +106,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
-        "llm_providers": {"handlers": ["console"], "level": env.str("LLM_LOG_LEVEL", default="INFO")},
+        "llm_providers": {
+            "handlers": ["console"],
+            "level": env.str("LLM_LOG_LEVEL", default="INFO"),
+        },
     },
 }
 

@@ -574,8 +574,10 @@ class OpenAICompatibleProvider(Provider):
         if request.json_schema is not None:
             payload["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": schema_name(request.json_schema),
-                                "schema": request.json_schema},
+                "json_schema": {
+                    "name": schema_name(request.json_schema),
+                    "schema": request.json_schema,
+                },
             }
         if stream:
             payload["stream"] = True
@@ -605,8 +607,9 @@ class OpenAICompatibleProvider(Provider):
         choice = body["choices"][0]
         if choice.get("finish_reason") == "error" and choice.get("error"):
             # A provider error after partial output, reported inside a 200 (OpenRouter docs).
-            raise self.read_error(error_status({"error": choice["error"]}, 502),
-                                  {"error": choice["error"]}, {})
+            raise self.read_error(
+                error_status({"error": choice["error"]}, 502), {"error": choice["error"]}, {}
+            )
         message = choice.get("message") or {}
         return Completion(
             text=message.get("content") or "",

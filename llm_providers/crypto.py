@@ -41,8 +41,8 @@ def fernet() -> MultiFernet:
                 except ValueError:
                     raise KeyDecryptionError(
                         "LLM_ENCRYPTION_KEYS holds a value that is not a Fernet key (32 url-safe "
-                        "base64-encoded bytes). Generate one with: python -c \"from "
-                        "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\""
+                        'base64-encoded bytes). Generate one with: python -c "from '
+                        'cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
                     ) from None
                 keys.append(Fernet(derived_key()))
                 _fernet = MultiFernet(keys)

@@ -69,7 +69,10 @@ class GeminiProvider(Provider):
         model = request.model.removeprefix("models/")
         body: dict[str, Any] = {
             "contents": [
-                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+                {
+                    "role": "model" if m.role == "assistant" else "user",
+                    "parts": [{"text": m.content}],
+                }
                 for m in request.messages
             ]
         }
@@ -164,8 +167,7 @@ class GeminiProvider(Provider):
         reasons = {d.get("reason") for d in details}
         if "API_KEY_INVALID" in reasons or "API key not valid" in message:
             return ProviderAuthError(
-                f"Google Gemini rejected the key from {self.key_source} (HTTP {status}: "
-                f"{message})",
+                f"Google Gemini rejected the key from {self.key_source} (HTTP {status}: {message})",
                 provider=self.name,
             )
         if status == 400 and err.get("status") == "FAILED_PRECONDITION":
@@ -204,7 +206,9 @@ class GeminiProvider(Provider):
 def _text_of(candidate: Mapping[str, Any]) -> str:
     # `parts` may be missing (MAX_TOKENS spent on thinking); thought summaries are not the answer.
     parts = (candidate.get("content") or {}).get("parts") or []
-    return "".join(p.get("text", "") for p in parts if isinstance(p, Mapping) and not p.get("thought"))
+    return "".join(
+        p.get("text", "") for p in parts if isinstance(p, Mapping) and not p.get("thought")
+    )
 
 
 def _model_of(body: Mapping[str, Any], requested: str) -> str:
@@ -225,7 +229,7 @@ def _usage(meta: Mapping[str, Any]) -> Usage:
     )
 
 
-# --- The seed's public functions -------------------------------------------------------------------
+# --- The seed's public functions ---------------------------------------------------------------
 
 
 def gemini_text_response(

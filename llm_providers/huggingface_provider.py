@@ -45,9 +45,11 @@ class HuggingFaceProvider(OpenAICompatibleProvider):
         message = error_text(body)
         err = body.get("error") if isinstance(body, Mapping) else None
         code = err.get("code") if isinstance(err, Mapping) else None
-        if code == "model_not_supported" or (
-            status in (400, 404) and "not supported" in message.lower()
-        ) or status == 404:
+        if (
+            code == "model_not_supported"
+            or (status in (400, 404) and "not supported" in message.lower())
+            or status == 404
+        ):
             return ModelNotFound(
                 f"Model not found: Hugging Face says {message!r}. Use a Hub model id such as "
                 f"{self.example_model}.",
@@ -55,8 +57,9 @@ class HuggingFaceProvider(OpenAICompatibleProvider):
             )
         if status == 429:
             retry_after = parse_retry_after(headers.get("Retry-After"))
-            if retry_after is None and (match := _RATELIMIT_RESET.search(headers.get("RateLimit", ""))):
-                retry_after = float(match.group(1))
+            reset = _RATELIMIT_RESET.search(headers.get("RateLimit", ""))
+            if retry_after is None and reset:
+                retry_after = float(reset.group(1))
             return RateLimited(
                 f"Hugging Face answered HTTP 429: {message}",
                 retry_after=retry_after,
@@ -85,7 +88,7 @@ class HuggingFaceProvider(OpenAICompatibleProvider):
         )
 
 
-# --- The seed's public functions -------------------------------------------------------------------
+# --- The seed's public functions ---------------------------------------------------------------
 
 
 def huggingface_text_response(

@@ -43,6 +43,16 @@ class APIKey(models.Model):
         label = f" {self.label!r}" if self.label else ""
         return f"{self.get_provider_display()} key #{self.pk}{label} ({self.mask})"
 
+    def save(self, *args, **kwargs) -> None:
+        # Activating a key deactivates the provider's other keys in the same transaction, so the
+        # one-active-key constraint holds without the admin having to do it by hand.
+        with transaction.atomic():
+            if self.active:
+                APIKey.objects.filter(provider=self.provider, active=True).exclude(
+                    pk=self.pk
+                ).update(active=False)
+            super().save(*args, **kwargs)
+
     @property
     def mask(self) -> str:
         return mask_secret(self.secret_prefix, self.last_four)
@@ -60,13 +70,3 @@ class APIKey(models.Model):
 
     def secret(self) -> str:
         return crypto.decrypt(self.encrypted_secret, what=f"The stored {self}")
-
-    def save(self, *args, **kwargs) -> None:
-        # Activating a key deactivates the provider's other keys in the same transaction, so the
-        # one-active-key constraint holds without the admin having to do it by hand.
-        with transaction.atomic():
-            if self.active:
-                APIKey.objects.filter(provider=self.provider, active=True).exclude(
-                    pk=self.pk
-                ).update(active=False)
-            super().save(*args, **kwargs)

@@ -108,7 +108,7 @@ def _metadata(body: Any) -> Mapping[str, Any]:
     return meta if isinstance(meta, Mapping) else {}
 
 
-# --- The seed's public functions -------------------------------------------------------------------
+# --- The seed's public functions ---------------------------------------------------------------
 
 
 def openrouter_text_response(

@@ -107,9 +107,7 @@ def build_request(
             raise InvalidRequest("max_tokens must be a whole number.", field="max_tokens")
         ceiling = int(llm_settings.LLM_MAX_OUTPUT_TOKENS)
         if not 1 <= max_tokens <= ceiling:
-            raise InvalidRequest(
-                f"max_tokens must be between 1 and {ceiling}.", field="max_tokens"
-            )
+            raise InvalidRequest(f"max_tokens must be between 1 and {ceiling}.", field="max_tokens")
     if json_schema is not None:
         check_schema(json_schema)
     return ChatRequest(
@@ -295,8 +293,7 @@ def _stream(
                 attempts.append(_attempt_failed(step, exc))
                 raise
             try:
-                for delta in upstream:
-                    yield delta
+                yield from upstream
             except GeneratorExit:
                 attempts.append(_abandoned(step, upstream))
                 raise

@@ -21,8 +21,11 @@ FAKE_KEYS = {
     "openrouter": "sk-or-v1-fake0openrouter0key000000000wxyz",
     "huggingface": "hf_FAKEhuggingfacetoken0000000000hfkk",
 }
-KEY_SETTINGS = {"gemini": "GEMINI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
-                "huggingface": "HF_TOKEN"}
+KEY_SETTINGS = {
+    "gemini": "GEMINI_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "huggingface": "HF_TOKEN",
+}
 
 
 @pytest.fixture(autouse=True)
