@@ -73,7 +73,11 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers (threads of one server) wait for the lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # BEGIN IMMEDIATE: a transaction takes the write lock at its start, so two writers queue
+    # instead of deadlocking on a read lock each (the recorder reads and writes in one go).
+    _sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _sqlite_options.setdefault("timeout", 20)
+    _sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
 
 if env.str("REDIS_URL", default=""):
     CACHES = {
@@ -141,3 +145,9 @@ LLM_RETRY_MAX_DELAY = env.float("LLM_RETRY_MAX_DELAY", default=30.0)
 LLM_RETRY_TOTAL_TIMEOUT = env.float("LLM_RETRY_TOTAL_TIMEOUT", default=120.0)
 
 LLM_ENCRYPTION_KEYS = env.list("LLM_ENCRYPTION_KEYS", default=[])
+
+# Budgets: monthly limits for users without a budget of their own (unset = unlimited).
+LLM_DEFAULT_MONTHLY_COST_LIMIT = env.str("LLM_DEFAULT_MONTHLY_COST_LIMIT", default="") or None
+LLM_DEFAULT_MONTHLY_CALL_LIMIT = env.int("LLM_DEFAULT_MONTHLY_CALL_LIMIT", default=0) or None
+# Fail a call whose usage cannot be recorded (it is always logged with its spend).
+LLM_STRICT_ACCOUNTING = env.bool("LLM_STRICT_ACCOUNTING", default=DEBUG)

@@ -11,12 +11,14 @@ router resolved, and the key appears nowhere but in the request's auth header.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
@@ -126,13 +128,20 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "nan"/"inf" parse as floats but are no wait (and would poison JSON and arithmetic).
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        # HTTP dates are GMT; the asctime and "-0000" forms parse as naive datetimes, which
+        # .timestamp() would read in the process's local zone (Django sets it from TIME_ZONE).
+        when = when.replace(tzinfo=UTC)
     return max(when.timestamp() - time.time(), 0.0)
 
 
@@ -175,6 +184,10 @@ class Provider:
     base_url_setting: ClassVar[str]  # "GEMINI_BASE_URL"
     key_prefix: ClassVar[str] = ""  # the public prefix of its keys ("AIza"), shown in masks
     example_model: ClassVar[str]  # for error messages about malformed model ids
+    # Whether the provider bills a streamed generation in full even when the client disconnects
+    # (then an abandoned stream is read to the end, for its exact usage). OpenRouter stops
+    # billing on disconnect for most of its upstreams; Google and Hugging Face do not.
+    bills_abandoned_streams: ClassVar[bool] = True
 
     def __init__(self, api_key: str, *, key_source: str | None = None):
         if not api_key:
@@ -312,6 +325,11 @@ class Provider:
         error = self.scrub(self.read_error(response.status_code, body, response.headers))
         error.upstream_status = response.status_code
         if response.status_code in RETRYABLE_STATUSES:
+            if getattr(error, "retry_after", None) is None:
+                # Retry-After may come with any retryable status (503 too), not only 429.
+                hint = parse_retry_after(response.headers.get("Retry-After"))
+                if hint is not None:
+                    error.retry_after = hint
             self._retryable(error)
         raise error
 
@@ -370,6 +388,9 @@ class Provider:
         response, made = self.send(self.build_call(request, stream=False))
         try:
             body = self.decode(response)
+        except LLMError as exc:
+            exc.requests = made
+            raise
         finally:
             response.close()
         try:
@@ -394,7 +415,13 @@ class Provider:
         except SchemaMismatch:
             pass
         # One retry: models slip now and then; a second slip is reported, never returned.
-        second = self._complete_once(request)
+        try:
+            second = self._complete_once(request)
+        except LLMError as exc:
+            # The first answer was made and paid for: the failure carries it.
+            exc.requests += completion.requests
+            exc.partial_usage = add_usage(completion.usage, exc.partial_usage or Usage())
+            raise
         second.requests += completion.requests
         second.usage = add_usage(completion.usage, second.usage)
         try:

@@ -1,14 +1,15 @@
 """System checks: configuration mistakes reported by ``manage.py check`` and at start-up."""
 
-from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from . import crypto
 from .exceptions import UnknownProvider
 
 
 @register(Tags.security, deploy=True)
 def check_encryption_key(app_configs, **kwargs):
-    if getattr(settings, "LLM_ENCRYPTION_KEYS", None):
+    # What crypto will use, not the raw setting: a list of blank values is no key either.
+    if crypto.configured_keys():
         return []
     return [
         Warning(

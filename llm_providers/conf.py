@@ -42,6 +42,13 @@ DEFAULTS: dict[str, Any] = {
     "LLM_DEFAULT_MAX_TOKENS": 2048,
     "LLM_JSON_TEMPERATURE": 0.2,
     "LLM_JSON_MAX_TOKENS": 8192,
+    # Budgets: the monthly limits of users without a budget of their own (None = unlimited).
+    "LLM_DEFAULT_MONTHLY_COST_LIMIT": None,
+    "LLM_DEFAULT_MONTHLY_CALL_LIMIT": None,
+    # Seconds a process keeps the price table in memory (a save in the admin clears it).
+    "LLM_PRICE_CACHE_SECONDS": 60.0,
+    # Raise when usage cannot be recorded (always logged with the spend either way).
+    "LLM_STRICT_ACCOUNTING": False,
     # Upper bounds a request is validated against.
     "LLM_MAX_PROMPT_CHARS": 200_000,
     "LLM_MAX_OUTPUT_TOKENS": 65_536,

@@ -27,8 +27,11 @@ def derived_key() -> bytes:
 
 
 def configured_keys() -> list[bytes]:
-    keys = [k.strip().encode() for k in getattr(settings, "LLM_ENCRYPTION_KEYS", []) if k.strip()]
-    return keys
+    """The ``LLM_ENCRYPTION_KEYS`` values, newest first (a comma-separated string works too)."""
+    value = getattr(settings, "LLM_ENCRYPTION_KEYS", None) or []
+    if isinstance(value, str):
+        value = value.split(",")
+    return [k.strip().encode() for k in value if k.strip()]
 
 
 def fernet() -> MultiFernet:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from django.utils import timezone
@@ -29,7 +30,8 @@ def _env_key(provider_cls) -> ResolvedKey | None:
     )
 
 
-def _db_key(row: APIKey) -> ResolvedKey:
+def stored_key(row: APIKey) -> ResolvedKey:
+    """The key stored in ``row``, decrypted, with a source that names the row by its mask."""
     label = f" {row.label!r}" if row.label else ""
     return ResolvedKey(
         provider=row.provider,
@@ -47,7 +49,7 @@ def resolve_keys() -> dict[str, ResolvedKey]:
     rows = {row.provider: row for row in APIKey.objects.filter(active=True)}
     resolved: dict[str, ResolvedKey] = {}
     for cls in PROVIDER_CLASSES:
-        key = _db_key(rows[cls.name]) if cls.name in rows else _env_key(cls)
+        key = stored_key(rows[cls.name]) if cls.name in rows else _env_key(cls)
         if key is not None:
             resolved[cls.name] = key
     return resolved
@@ -57,10 +59,22 @@ def resolve_key(provider: str) -> ResolvedKey | None:
     """One provider's key (active database key, else environment variable), or None."""
     from .registry import provider_class
 
-    row = APIKey.objects.filter(provider=provider, active=True).first()
-    return _db_key(row) if row is not None else _env_key(provider_class(provider))
+    cls = provider_class(provider)  # accepts aliases ("google"); rows store the canonical name
+    row = APIKey.objects.filter(provider=cls.name, active=True).first()
+    return stored_key(row) if row is not None else _env_key(cls)
+
+
+# When this process last wrote each key's last_used_at: the column is for people ("is this key
+# still in use?"), so a minute's precision is plenty and saves a write on almost every call.
+_MARK_EVERY_SECONDS = 60.0
+_last_marked: dict[int, float] = {}
 
 
 def mark_used(key: ResolvedKey) -> None:
-    if key.key_id is not None:
-        APIKey.objects.filter(pk=key.key_id).update(last_used_at=timezone.now())
+    if key.key_id is None:
+        return
+    now = time.monotonic()
+    if now - _last_marked.get(key.key_id, -_MARK_EVERY_SECONDS) < _MARK_EVERY_SECONDS:
+        return
+    _last_marked[key.key_id] = now
+    APIKey.objects.filter(pk=key.key_id).update(last_used_at=timezone.now())

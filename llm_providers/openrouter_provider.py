@@ -36,6 +36,7 @@ class OpenRouterProvider(OpenAICompatibleProvider):
     base_url_setting = "OPENROUTER_BASE_URL"
     key_prefix = "sk-or-"
     example_model = "openai/gpt-4-turbo"
+    bills_abandoned_streams = False
 
     @classmethod
     def check_model(cls, model: str) -> None:

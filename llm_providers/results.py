@@ -91,6 +91,10 @@ class Attempt:
     partial_usage: Usage | None = None
     # The caller stopped reading a stream before it ended.
     abandoned: bool = False
+    # The model asked for (``model`` is the one that answered, when the provider says).
+    requested_model: str = ""
+    # Token counts estimated from text (a stream abandoned before the provider reported usage).
+    usage_estimated: bool = False
 
     @property
     def succeeded(self) -> bool:

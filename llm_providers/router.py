@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import numbers
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import registry
+from . import budgets, registry
 from .base_provider import Provider, ProviderStream
+from .budgets import Reservation
 from .conf import llm_settings
 from .exceptions import (
     AllProvidersFailed,
@@ -26,8 +28,10 @@ from .exceptions import (
     ProviderFailure,
 )
 from .keys import ResolvedKey, mark_used, resolve_keys
-from .results import Attempt, ChatRequest, Completion, Generation, Message, TextDelta
+from .pricing import estimate_tokens, worst_case_cost
+from .results import Attempt, ChatRequest, Completion, Generation, Message, TextDelta, Usage
 from .structured import check_schema
+from .usage import record_call_safely
 
 logger = logging.getLogger(__name__)
 
@@ -150,15 +154,16 @@ def plan(
     return chain
 
 
-def _attempt_failed(step: Step, exc: LLMError, *, abandoned: bool = False) -> Attempt:
+def _attempt_failed(step: Step, exc: LLMError, started: float) -> Attempt:
     return Attempt(
         provider=step.provider.name,
         model=exc.model or step.model,
+        requested_model=step.model,
         is_fallback=step.is_fallback,
         error=exc,
+        latency_ms=_ms_since(started),
         requests=exc.requests,
         partial_usage=exc.partial_usage,
-        abandoned=abandoned,
     )
 
 
@@ -166,6 +171,7 @@ def _attempt_succeeded(step: Step, completion: Completion) -> Attempt:
     return Attempt(
         provider=step.provider.name,
         model=completion.model,
+        requested_model=step.model,
         is_fallback=step.is_fallback,
         completion=completion,
         latency_ms=completion.latency_ms,
@@ -173,23 +179,39 @@ def _attempt_succeeded(step: Step, completion: Completion) -> Attempt:
     )
 
 
-def _account(request_id: str, user_id: int | None, attempts: list[Attempt], steps) -> None:
-    """Record what a generation did. The one place every path ends, success or failure."""
+def _prompt_chars(request: ChatRequest) -> int:
+    return sum(len(m.content) for m in request.messages) + len(request.system_prompt or "")
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _reserve(uid: int | None, request: ChatRequest, steps: list[Step]) -> Reservation | None:
+    """Reserve the worst case of the chain against the user's budget (BudgetExceeded if not)."""
+    chars = _prompt_chars(request)
+    max_tokens = request.max_tokens or int(llm_settings.LLM_DEFAULT_MAX_TOKENS)
+    estimate = max(
+        worst_case_cost(step.provider.name, step.model, chars, max_tokens) for step in steps
+    )
+    return budgets.reserve(uid, estimate)
+
+
+def _account(
+    request_id: str,
+    user_id: int | None,
+    attempts: list[Attempt],
+    steps: list[Step],
+    reservation: Reservation | None,
+):
+    """Record what a generation did: the one place every path ends, success or failure."""
     used = {a.provider for a in attempts if a.succeeded}
     for step in steps:
         if step.provider.name in used:
             mark_used(step.key)
-    for attempt in attempts:
-        logger.info(
-            "llm call request=%s user=%s provider=%s model=%s status=%s requests=%d tokens=%d",
-            request_id,
-            user_id,
-            attempt.provider,
-            attempt.model,
-            "success" if attempt.succeeded else (attempt.error.code if attempt.error else "-"),
-            attempt.requests,
-            attempt.usage.total_tokens,
-        )
+    if not attempts and reservation is None:
+        return []
+    return record_call_safely(request_id, user_id, attempts, reservation)
 
 
 def _all_failed(attempts: list[Attempt]) -> AllProvidersFailed:
@@ -224,25 +246,37 @@ def generate(
     )
     uid = user_pk(user_id)
     steps = plan(provider, request.model or None, fallback=fallback, keys=resolve_keys())
+    reservation = _reserve(uid, request, steps)
     request_id = uuid.uuid4().hex
     attempts: list[Attempt] = []
     try:
-        for step in steps:
-            step.provider.check_model(step.model)
-            client = step.provider(step.key.secret, key_source=step.key.source)
-            try:
-                completion = client.complete(replace(request, model=step.model))
-            except ProviderFailure as exc:
-                attempts.append(_attempt_failed(step, exc))
-                continue
-            except LLMError as exc:
-                attempts.append(_attempt_failed(step, exc))
-                raise
-            attempts.append(_attempt_succeeded(step, completion))
-            return Generation(request_id, completion, attempts, user_id=uid)
-        raise _all_failed(attempts)
-    finally:
-        _account(request_id, uid, attempts, steps)
+        generation = _run(request, request_id, uid, steps, attempts)
+    except BaseException:
+        _account(request_id, uid, attempts, steps, reservation)
+        raise
+    entries = _account(request_id, uid, attempts, steps, reservation)
+    generation.cost = entries[-1].cost
+    return generation
+
+
+def _run(
+    request: ChatRequest, request_id: str, uid: int | None, steps: list[Step], attempts: list
+) -> Generation:
+    for step in steps:
+        step.provider.check_model(step.model)
+        client = step.provider(step.key.secret, key_source=step.key.source)
+        started = time.monotonic()
+        try:
+            completion = client.complete(replace(request, model=step.model))
+        except ProviderFailure as exc:
+            attempts.append(_attempt_failed(step, exc, started))
+            continue
+        except LLMError as exc:
+            attempts.append(_attempt_failed(step, exc, started))
+            raise
+        attempts.append(_attempt_succeeded(step, completion))
+        return Generation(request_id, completion, attempts, user_id=uid)
+    raise _all_failed(attempts)
 
 
 def stream(
@@ -272,33 +306,39 @@ def stream(
     )
     uid = user_pk(user_id)
     steps = plan(provider, request.model or None, fallback=fallback, keys=resolve_keys())
-    return _stream(request, uid, steps)
+    reservation = _reserve(uid, request, steps)
+    return _stream(request, uid, steps, reservation)
 
 
 def _stream(
-    request: ChatRequest, uid: int | None, steps: list[Step]
+    request: ChatRequest, uid: int | None, steps: list[Step], reservation: Reservation | None
 ) -> Iterator[TextDelta | Generation]:
     request_id = uuid.uuid4().hex
     attempts: list[Attempt] = []
+    generation: Generation | None = None
     try:
         for step in steps:
             step.provider.check_model(step.model)
             client = step.provider(step.key.secret, key_source=step.key.source)
+            started = time.monotonic()
             try:
                 upstream: ProviderStream = client.stream(replace(request, model=step.model))
             except ProviderFailure as exc:
-                attempts.append(_attempt_failed(step, exc))
+                attempts.append(_attempt_failed(step, exc, started))
                 continue
             except LLMError as exc:
-                attempts.append(_attempt_failed(step, exc))
+                attempts.append(_attempt_failed(step, exc, started))
                 raise
             try:
-                yield from upstream
+                # Not `yield from`: it would close `upstream` before GeneratorExit reaches us,
+                # and an abandoned stream may still have to be read for its billed usage.
+                for delta in upstream:  # noqa: UP028
+                    yield delta
             except GeneratorExit:
-                attempts.append(_abandoned(step, upstream))
+                attempts.append(_abandoned(step, upstream, request, started))
                 raise
             except LLMError as exc:
-                attempts.append(_attempt_failed(step, exc))
+                attempts.append(_attempt_failed(step, exc, started))
                 if isinstance(exc, ProviderFailure) and not upstream.state.text:
                     continue  # nothing reached the caller yet: the next provider may answer
                 if isinstance(exc, ProviderFailure):
@@ -306,22 +346,52 @@ def _stream(
                 raise
             assert upstream.completion is not None
             attempts.append(_attempt_succeeded(step, upstream.completion))
-            yield Generation(request_id, upstream.completion, attempts, user_id=uid)
-            return
-        raise _all_failed(attempts)
-    finally:
-        _account(request_id, uid, attempts, steps)
+            generation = Generation(request_id, upstream.completion, attempts, user_id=uid)
+            break
+        else:
+            raise _all_failed(attempts)
+    except BaseException:
+        _account(request_id, uid, attempts, steps, reservation)
+        raise
+    # Recorded before the final item is handed over, so a consumer that stops right after the
+    # text still has its usage recorded, and the Generation carries its cost.
+    entries = _account(request_id, uid, attempts, steps, reservation)
+    generation.cost = entries[-1].cost
+    yield generation
 
 
-def _abandoned(step: Step, upstream: ProviderStream) -> Attempt:
-    """The consumer stopped reading. Close the upstream and keep what it had reported."""
+def _abandoned(
+    step: Step, upstream: ProviderStream, request: ChatRequest, started: float
+) -> Attempt:
+    """The consumer stopped reading: account for what the provider will bill.
+
+    Providers that bill a generation even when the client goes away (Gemini, Hugging Face)
+    are read to the end for their exact usage; the others are closed, which stops the
+    generation, and are charged what they reported — or, if they reported nothing yet, tokens
+    estimated from the text, flagged ``estimated``.
+    """
+    completion = None
+    if step.provider.bills_abandoned_streams:
+        try:
+            completion = upstream.drain()
+        except LLMError:
+            completion = None
     upstream.close()
     state = upstream.state
+    usage, estimated = (completion.usage if completion else state.usage), False
+    if usage is None:
+        prompt = estimate_tokens(_prompt_chars(request))
+        completion_tokens = estimate_tokens(len("".join(state.text)))
+        usage = Usage(prompt, completion_tokens, prompt + completion_tokens)
+        estimated = True
     return Attempt(
         provider=step.provider.name,
         model=state.model,
+        requested_model=step.model,
         is_fallback=step.is_fallback,
+        latency_ms=_ms_since(started),
         requests=upstream.requests_made,
-        partial_usage=state.usage,
+        partial_usage=usage,
         abandoned=True,
+        usage_estimated=estimated,
     )

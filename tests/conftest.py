@@ -48,6 +48,10 @@ def llm_config(settings):
     settings.LLM_RETRY_MAX_DELAY = 0.0
     settings.LLM_RETRY_TOTAL_TIMEOUT = 120.0
     settings.LLM_ENCRYPTION_KEYS = []
+    # A usage-recording failure fails the test instead of only being logged.
+    settings.LLM_STRICT_ACCOUNTING = True
+    settings.LLM_DEFAULT_MONTHLY_COST_LIMIT = None
+    settings.LLM_DEFAULT_MONTHLY_CALL_LIMIT = None
     return settings
 
 

@@ -1,10 +1,10 @@
 """The router: detection, missing keys, fallback order, caller errors, validation, streaming."""
 
 import json
+from decimal import Decimal
 
 import pytest
 
-from llm_providers import router
 from llm_providers.exceptions import (
     AllProvidersFailed,
     BudgetExceeded,
@@ -18,7 +18,7 @@ from llm_providers.exceptions import (
 )
 from llm_providers.keys import resolve_keys
 from llm_providers.main_text_generation import llm_generate, llm_stream, llm_text_gen
-from llm_providers.models import APIKey
+from llm_providers.models import APIKey, LedgerEntry
 from llm_providers.registry import primary_provider
 from llm_providers.results import Generation, TextDelta
 from tests.conftest import FAKE_KEYS, GEMINI_URL, HF_URL, OPENROUTER_URL
@@ -466,27 +466,47 @@ def test_stream_failing_after_output_began_does_not_fall_back(use_keys, http):
     assert {c.request.url.split("?")[0] for c in http.calls} == {GEMINI_STREAM}
 
 
-def test_abandoned_stream_is_accounted_with_what_it_reported(use_keys, http, monkeypatch):
+def test_abandoned_gemini_stream_is_read_to_the_end_for_its_billed_usage(use_keys, http):
+    # Google bills the whole generation even when the client goes away: record all of it.
     use_keys("gemini")
-    recorded = []
-    monkeypatch.setattr(
-        router, "_account", lambda rid, uid, attempts, steps: recorded.append(attempts)
-    )
     http.post(
         GEMINI_STREAM,
         body=sse(gemini_chunk("one", completion_tokens=1), gemini_chunk("two", completion_tokens=2))
-        + sse(gemini_chunk(finish="STOP", completion_tokens=2)),
+        + sse(gemini_chunk(finish="STOP", completion_tokens=7)),
         content_type="text/event-stream",
     )
     stream = llm_stream("hi")
     assert next(stream).text == "one"
     stream.close()
-    [attempts] = recorded
-    [attempt] = attempts
-    assert attempt.abandoned
-    assert attempt.provider == "gemini"
-    assert attempt.usage.prompt_tokens == 4
-    assert attempt.usage.completion_tokens == 1
+    [entry] = LedgerEntry.objects.all()
+    assert (entry.provider, entry.status, entry.error_code) == (
+        "gemini",
+        "error",
+        "client_disconnected",
+    )
+    assert (entry.prompt_tokens, entry.completion_tokens, entry.total_tokens) == (4, 7, 11)
+    assert entry.cost_source == "price_table"
+
+
+def test_abandoned_openrouter_stream_is_closed_and_estimated_when_unreported(use_keys, http):
+    # OpenRouter stops billing on disconnect; it had reported no usage yet, so the tokens are
+    # estimated from the text (about four characters a token) and flagged.
+    use_keys("openrouter")
+    body = ": OPENROUTER PROCESSING\n\n" + sse(
+        {"id": "g", "model": "openai/gpt-4-turbo", "choices": [{"delta": {"content": "12345678"}}]},
+        {"id": "g", "model": "openai/gpt-4-turbo", "choices": [{"delta": {"content": "more"}}]},
+        sep="\n\n",
+    )
+    http.post(OPENROUTER_CHAT, body=body, content_type="text/event-stream")
+    stream = llm_stream("x" * 40)
+    assert next(stream).text == "12345678"
+    stream.close()
+    [entry] = LedgerEntry.objects.all()
+    assert entry.error_code == "client_disconnected"
+    assert (entry.prompt_tokens, entry.completion_tokens) == (10, 2)
+    assert entry.cost_source == "estimated"
+    # openai/gpt-4-turbo is seeded at $10 / $30 per million tokens.
+    assert entry.cost == Decimal("0.000160")
 
 
 def test_stream_validation_happens_before_iteration(use_keys, http):

@@ -1,0 +1,135 @@
+"""Budgets: refuse a call that would exceed a user's monthly limits, before any upstream request.
+
+A check-then-call budget lets concurrent requests slip past together (each sees the same spend).
+So a call first *reserves* its worst-case cost and one call on the user's summary row, with a
+single conditional ``UPDATE … WHERE total + reserved + estimate <= limit``: the database applies
+it atomically (SQLite serialises writers; PostgreSQL re-checks the condition on the locked row),
+so concurrent reservations can jointly pass a limit by at most one call's reservation. When the
+call is recorded, the reservation is released in the same transaction that adds the real cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import F, Value
+
+from .conf import llm_settings
+from .exceptions import BudgetExceeded
+from .models import UsageBudget, UsageSummary, billing_period
+from .money import ZERO, MoneyField, money_str, to_money
+
+
+@dataclass(frozen=True)
+class Limits:
+    cost: Decimal | None  # USD a month; None = unlimited
+    calls: int | None  # successful calls a month; None = unlimited
+
+    @property
+    def unlimited(self) -> bool:
+        return self.cost is None and self.calls is None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What a call in flight holds on its user's summary row until it is recorded."""
+
+    user_id: int
+    period: str
+    cost: Decimal
+    calls: int = 1
+
+
+def limits_for(user_id: int | None) -> Limits:
+    if user_id is None:
+        return Limits(None, None)  # system usage has no budget
+    row = UsageBudget.objects.filter(user_id=user_id).values_list(
+        "monthly_cost_limit", "monthly_call_limit"
+    )
+    found = list(row)
+    if found:
+        cost, calls = found[0]
+        return Limits(cost, calls)
+    default_cost = llm_settings.LLM_DEFAULT_MONTHLY_COST_LIMIT
+    default_calls = llm_settings.LLM_DEFAULT_MONTHLY_CALL_LIMIT
+    return Limits(
+        Decimal(str(default_cost)) if default_cost not in (None, "") else None,
+        int(default_calls) if default_calls not in (None, "") else None,
+    )
+
+
+def summary_row(user_id: int | None, period: str) -> UsageSummary:
+    """The summary row of (user, period), created if missing. get_or_create is safe under
+    concurrent creation: the loser's INSERT hits the unique constraint and it reads the row."""
+    return UsageSummary.objects.get_or_create(user_id=user_id, period=period)[0]
+
+
+def reserve(user_id: int | None, estimate: Decimal) -> Reservation | None:
+    """Reserve ``estimate`` USD and one call, or raise BudgetExceeded. None when unlimited."""
+    limits = limits_for(user_id)
+    if limits.unlimited:
+        return None
+    assert user_id is not None
+    period = billing_period()
+    estimate = to_money(max(estimate, ZERO))
+    summary_row(user_id, period)
+    amount = Value(estimate, output_field=MoneyField())
+    rows = UsageSummary.objects.filter(user_id=user_id, period=period)
+    if limits.cost is not None:
+        # total + reserved + estimate <= limit, written with the row's columns on the left so
+        # the condition is evaluated on the row being updated, not a snapshot of it.
+        rows = rows.filter(
+            total_cost__lte=Value(to_money(limits.cost), output_field=MoneyField())
+            - F("reserved_cost")
+            - amount
+        )
+    if limits.calls is not None:
+        rows = rows.filter(total_calls__lte=limits.calls - 1 - F("reserved_calls"))
+    updated = rows.update(
+        reserved_cost=F("reserved_cost") + amount, reserved_calls=F("reserved_calls") + 1
+    )
+    if updated:
+        return Reservation(user_id=user_id, period=period, cost=estimate)
+    raise _exceeded(user_id, period, limits, estimate)
+
+
+def _exceeded(user_id: int, period: str, limits: Limits, estimate: Decimal) -> BudgetExceeded:
+    summary = UsageSummary.objects.get(user_id=user_id, period=period)
+    if limits.calls is not None and summary.total_calls + summary.reserved_calls + 1 > limits.calls:
+        return BudgetExceeded(
+            f"Monthly call limit reached: {summary.total_calls} of {limits.calls} calls used in "
+            f"{period}."
+        )
+    return BudgetExceeded(
+        f"Monthly budget exceeded: ${money_str(summary.total_cost)} of "
+        f"${money_str(limits.cost)} spent in {period}; this call may cost up to "
+        f"${money_str(estimate)}."
+    )
+
+
+def release_fields(reservation: Reservation) -> dict:
+    """The ``update()`` arguments that release a reservation (used inside the recording UPDATE)."""
+    return {
+        "reserved_cost": F("reserved_cost") - Value(reservation.cost, output_field=MoneyField()),
+        "reserved_calls": F("reserved_calls") - reservation.calls,
+    }
+
+
+def release(reservation: Reservation) -> None:
+    UsageSummary.objects.filter(user_id=reservation.user_id, period=reservation.period).update(
+        **release_fields(reservation)
+    )
+
+
+def remaining(user_id: int | None, summary: UsageSummary | None) -> dict:
+    """``{cost_limit, calls_limit, cost_remaining, calls_remaining}`` (None = unlimited)."""
+    limits = limits_for(user_id)
+    spent_cost = summary.total_cost if summary else ZERO
+    spent_calls = summary.total_calls if summary else 0
+    return {
+        "cost_limit": limits.cost,
+        "calls_limit": limits.calls,
+        "cost_remaining": None if limits.cost is None else max(limits.cost - spent_cost, ZERO),
+        "calls_remaining": None if limits.calls is None else max(limits.calls - spent_calls, 0),
+    }

@@ -1,0 +1,152 @@
+"""Recording usage: every provider attempt becomes a ledger row, and its user's summary is
+updated in the same transaction, with ``F()`` expressions.
+
+``record_call`` is the one function every path ends in (``llm_text_gen``, the provider
+functions, streams — finished, failed or abandoned). Under any concurrency each summary equals
+the sum of its ledger rows (plus admins' adjustments), because the row is never read and
+re-written: the database adds the deltas itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from django.db import transaction
+from django.db.models import F, Value
+
+from . import budgets
+from .budgets import Reservation
+from .conf import llm_settings
+from .models import PROVIDER_NAMES, CallStatus, LedgerEntry, UsageSummary, billing_period
+from .money import ZERO, MoneyField
+from .pricing import cost_of
+from .results import Attempt
+
+logger = logging.getLogger(__name__)
+
+
+def ledger_entries(
+    request_id: str, user_id: int | None, attempts: Sequence[Attempt]
+) -> list[LedgerEntry]:
+    """The (unsaved) ledger rows of a request's attempts, priced."""
+    entries = []
+    for attempt in attempts:
+        usage = attempt.usage
+        cost, source = cost_of(
+            attempt.provider,
+            [attempt.model, attempt.requested_model],
+            usage,
+            estimated=attempt.usage_estimated,
+        )
+        error = attempt.error
+        entries.append(
+            LedgerEntry(
+                request_id=request_id,
+                user_id=user_id,
+                provider=attempt.provider,
+                model=(attempt.model or attempt.requested_model)[:200],
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                cost=cost,
+                cost_source=source,
+                latency_ms=attempt.latency_ms,
+                status=CallStatus.SUCCESS if attempt.succeeded else CallStatus.ERROR,
+                error_code=(
+                    "client_disconnected" if attempt.abandoned else (error.code if error else "")
+                ),
+                error_message=error.message[:2000] if error else "",
+                retries=min(attempt.retries, 32767),
+                is_fallback=attempt.is_fallback,
+            )
+        )
+    return entries
+
+
+def summary_deltas(entries: Sequence[LedgerEntry]) -> dict:
+    """The ``update()`` arguments that add ``entries`` to a summary row."""
+    totals = {name: [0, 0, ZERO] for name in PROVIDER_NAMES}
+    for entry in entries:
+        calls_tokens_cost = totals[entry.provider]
+        calls_tokens_cost[0] += entry.status == CallStatus.SUCCESS
+        calls_tokens_cost[1] += entry.total_tokens
+        calls_tokens_cost[2] += entry.cost
+    fields: dict = {}
+    for name, (calls, tokens, cost) in totals.items():
+        if calls or tokens or cost:
+            fields[f"{name}_calls"] = F(f"{name}_calls") + calls
+            fields[f"{name}_tokens"] = F(f"{name}_tokens") + tokens
+            fields[f"{name}_cost"] = F(f"{name}_cost") + Value(cost, output_field=MoneyField())
+    calls = sum(t[0] for t in totals.values())
+    tokens = sum(t[1] for t in totals.values())
+    cost = sum((t[2] for t in totals.values()), ZERO)
+    if calls or tokens or cost:
+        fields["total_calls"] = F("total_calls") + calls
+        fields["total_tokens"] = F("total_tokens") + tokens
+        fields["total_cost"] = F("total_cost") + Value(cost, output_field=MoneyField())
+    return fields
+
+
+def record_call(
+    request_id: str,
+    user_id: int | None,
+    attempts: Sequence[Attempt],
+    reservation: Reservation | None = None,
+) -> list[LedgerEntry]:
+    """Write the attempts' ledger rows and add them to the user's summary, in one transaction.
+
+    Releases the budget ``reservation`` in the same ``UPDATE``. Returns the saved rows.
+    """
+    entries = ledger_entries(request_id, user_id, attempts)
+    period = billing_period()
+    for entry in entries:
+        entry.period = period
+    fields = summary_deltas(entries)
+    same_row = reservation is not None and reservation.period == period
+    if same_row:
+        fields.update(budgets.release_fields(reservation))
+    with transaction.atomic():
+        if fields:
+            # UPDATE first: on SQLite it takes the write lock before anything is read.
+            rows = UsageSummary.objects.filter(user_id=user_id, period=period)
+            if not rows.update(**fields):
+                budgets.summary_row(user_id, period)
+                rows.update(**fields)
+        if reservation is not None and not same_row:
+            budgets.release(reservation)  # reserved last month, recorded this month
+        if entries:
+            LedgerEntry.objects.bulk_create(entries)
+    return entries
+
+
+def record_call_safely(
+    request_id: str,
+    user_id: int | None,
+    attempts: Sequence[Attempt],
+    reservation: Reservation | None = None,
+) -> list[LedgerEntry]:
+    """``record_call``, never failing silently: a failure is logged with everything needed to
+    reconstruct the spend, and raised when ``LLM_STRICT_ACCOUNTING`` is on (as in the tests)."""
+    try:
+        return record_call(request_id, user_id, attempts, reservation)
+    except Exception:
+        logger.exception(
+            "Could not record LLM usage: request=%s user=%s attempts=%s",
+            request_id,
+            user_id,
+            [
+                (
+                    a.provider,
+                    a.model,
+                    a.usage.prompt_tokens,
+                    a.usage.completion_tokens,
+                    str(a.usage.reported_cost),
+                    a.succeeded,
+                )
+                for a in attempts
+            ],
+        )
+        if llm_settings.LLM_STRICT_ACCOUNTING:
+            raise
+        return ledger_entries(request_id, user_id, attempts)
