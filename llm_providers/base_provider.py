@@ -28,6 +28,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_base
+from urllib3.exceptions import ReadTimeoutError
 
 from .conf import llm_settings
 from .exceptions import (
@@ -302,13 +303,14 @@ class Provider:
                 timeout=self.timeout,
                 stream=stream,
             )
-        except requests.exceptions.Timeout:
-            raise self._retryable(
-                UpstreamTimeout(
-                    f"{self.label} did not answer within {self.timeout:g}s", provider=self.name
-                )
-            ) from None
         except requests.exceptions.RequestException as exc:
+            if _timed_out(exc):
+                raise self._retryable(
+                    UpstreamTimeout(
+                        f"{self.label} did not answer within {self.timeout:g}s",
+                        provider=self.name,
+                    )
+                ) from None
             raise self._retryable(
                 ProviderUnavailable(
                     f"Could not reach {self.label}: {type(exc).__name__}", provider=self.name
@@ -479,6 +481,17 @@ def error_text(body: Any) -> str:
     return "no error message"
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a requests error is a timeout.
+
+    A read that times out while the body is read (every read of a stream, and the body of a
+    non-streamed answer) reaches us as ``ConnectionError(ReadTimeoutError)``, not as ``Timeout``.
+    """
+    return isinstance(exc, requests.exceptions.Timeout) or any(
+        isinstance(arg, ReadTimeoutError) for arg in exc.args
+    )
+
+
 def _ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
@@ -526,20 +539,27 @@ class ProviderStream:
         provider, state = self.provider, self.state
         try:
             for data in iter_sse_data(self._response.iter_lines()):
-                delta = provider.read_stream_event(data, state)
+                try:
+                    delta = provider.read_stream_event(data, state)
+                except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+                    # JSON of a shape the provider does not send: a fault, not a crash.
+                    raise ProviderUnavailable(
+                        f"{provider.label} sent a stream event in an unexpected shape",
+                        provider=provider.name,
+                    ) from None
                 if delta:
                     state.text.append(delta)
                     yield TextDelta(delta)
         except LLMError as exc:
             raise self._failed(exc) from None
-        except requests.exceptions.Timeout:
-            raise self._failed(
-                UpstreamTimeout(
-                    f"{provider.label} stream stalled for more than {provider.timeout:g}s",
-                    provider=provider.name,
-                )
-            ) from None
         except (requests.exceptions.RequestException, UnicodeDecodeError) as exc:
+            if _timed_out(exc):
+                raise self._failed(
+                    UpstreamTimeout(
+                        f"{provider.label} stream stalled for more than {provider.timeout:g}s",
+                        provider=provider.name,
+                    )
+                ) from None
             raise self._failed(
                 ProviderUnavailable(
                     f"{provider.label} stream broke off: {type(exc).__name__}",

@@ -9,7 +9,7 @@ fails as a connection error, so no test reaches the network.
 import pytest
 import responses
 
-from llm_providers import base_provider
+from llm_providers import base_provider, pricing
 
 OPENROUTER_URL = "https://openrouter.test/api/v1"
 GEMINI_URL = "https://gemini.test/v1beta"
@@ -26,6 +26,18 @@ KEY_SETTINGS = {
     "openrouter": "OPENROUTER_API_KEY",
     "huggingface": "HF_TOKEN",
 }
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """SQLite tests use a database file, not memory: concurrency tests open a connection per
+    thread, and in-memory shared-cache databases fail concurrent writers instead of queueing
+    them (busy timeout and BEGIN IMMEDIATE work only on files)."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 
 @pytest.fixture(autouse=True)
@@ -56,6 +68,14 @@ def llm_config(settings):
 
 
 @pytest.fixture(autouse=True)
+def fresh_price_cache():
+    """Each test sees the price table of its own database (tests roll their changes back)."""
+    pricing.invalidate()
+    yield
+    pricing.invalidate()
+
+
+@pytest.fixture(autouse=True)
 def sleeps(monkeypatch):
     """The waits the retry loop asked for, in order (nothing actually sleeps)."""
     waits: list[float] = []
@@ -82,3 +102,17 @@ def use_keys(settings):
             setattr(settings, KEY_SETTINGS[name], FAKE_KEYS[name])
 
     return _use
+
+
+def pytest_collection_modifyitems(items):
+    """Transactional tests restore the database's migrated data (the seeded price table) after
+    they flush it, so a test's outcome never depends on which tests ran before it."""
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if (
+            marker
+            and marker.kwargs.get("transaction")
+            and "serialized_rollback" not in marker.kwargs
+        ):
+            kwargs = {**marker.kwargs, "serialized_rollback": True}
+            item.add_marker(pytest.mark.django_db(*marker.args, **kwargs), append=False)

@@ -1,0 +1,186 @@
+"""Stored keys: masks, one active key per provider, and resolution (database > environment)."""
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from llm_providers.exceptions import KeyDecryptionError
+from llm_providers.keys import mark_used, resolve_key, resolve_keys
+from llm_providers.models import APIKey
+from tests.conftest import FAKE_KEYS
+
+DB_KEYS = {
+    "gemini": "AIzaSyDATABASE-gemini-key-0000000000dbgm",
+    "openrouter": "sk-or-v1-database0openrouter0key00000dbor",
+    "huggingface": "hf_DATABASEhuggingfacetoken000000dbhf",
+}
+
+
+def store(provider: str, secret: str | None = None, *, active: bool = True, label: str = ""):
+    key = APIKey(provider=provider, label=label, active=active)
+    key.set_secret(secret or DB_KEYS[provider])
+    key.save()
+    return key
+
+
+# --- masks ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("provider", "mask"),
+    [("gemini", "AIza…abcd"), ("openrouter", "sk-or-…wxyz"), ("huggingface", "hf_…hfkk")],
+)
+def test_mask_shows_public_prefix_and_last_four(provider, mask):
+    key = store(provider, FAKE_KEYS[provider], label="main")
+
+    assert key.mask == mask
+    assert str(key) == f"{key.get_provider_display()} key #{key.pk} 'main' ({mask})"
+    assert FAKE_KEYS[provider] not in str(key)
+
+
+@pytest.mark.django_db
+def test_mask_omits_a_prefix_the_key_does_not_have():
+    key = store("openrouter", "not-an-openrouter-shaped-key-9876")
+
+    assert key.mask == "…9876"
+    assert key.secret_prefix == ""
+
+
+@pytest.mark.django_db
+def test_set_secret_strips_surrounding_whitespace():
+    key = store("openrouter", f"  {FAKE_KEYS['openrouter']}\n")
+
+    assert key.secret() == FAKE_KEYS["openrouter"]
+    assert key.mask == "sk-or-…wxyz"
+
+
+# --- one active key per provider ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_activating_a_key_deactivates_the_providers_other_key():
+    first = store("openrouter", label="first")
+    other_provider = store("gemini")
+
+    second = store("openrouter", FAKE_KEYS["openrouter"], label="second")
+
+    first.refresh_from_db()
+    other_provider.refresh_from_db()
+    assert (first.active, second.active, other_provider.active) == (False, True, True)
+    assert list(APIKey.objects.filter(provider="openrouter", active=True)) == [second]
+
+    first.active = True
+    first.save()
+    second.refresh_from_db()
+    assert (first.active, second.active) == (True, False)
+
+
+@pytest.mark.django_db
+def test_inactive_keys_may_be_many():
+    store("gemini", active=False)
+    store("gemini", FAKE_KEYS["gemini"], active=False)
+
+    assert APIKey.objects.filter(provider="gemini", active=False).count() == 2
+
+
+@pytest.mark.django_db
+def test_database_refuses_a_second_active_key_for_a_provider():
+    store("openrouter")
+    inactive = store("openrouter", FAKE_KEYS["openrouter"], active=False)
+
+    assert "one_active_key_per_provider" in {c.name for c in APIKey._meta.constraints}
+    # .update() bypasses save(), so only the database constraint stands in the way.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        APIKey.objects.filter(pk=inactive.pk).update(active=True)
+
+
+# --- resolution -----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_no_key_anywhere_resolves_to_none():
+    assert resolve_key("openrouter") is None
+    assert resolve_keys() == {}
+
+
+@pytest.mark.django_db
+def test_environment_key_is_used_when_the_database_has_none(use_keys):
+    use_keys("openrouter")
+
+    key = resolve_key("openrouter")
+
+    assert key.secret == FAKE_KEYS["openrouter"]
+    assert key.source == "the environment variable OPENROUTER_API_KEY"
+    assert key.key_id is None
+
+
+@pytest.mark.django_db
+def test_active_database_key_wins_over_the_environment(use_keys):
+    use_keys("openrouter")
+    row = store("openrouter", label="prod")
+
+    key = resolve_key("openrouter")
+
+    assert key.secret == DB_KEYS["openrouter"]
+    assert key.key_id == row.pk
+    assert key.source == f"the admin key manager (key #{row.pk} 'prod', sk-or-…dbor)"
+    assert DB_KEYS["openrouter"] not in repr(key)
+
+
+@pytest.mark.django_db
+def test_inactive_database_key_is_ignored(use_keys):
+    store("gemini", active=False)
+    assert resolve_key("gemini") is None
+
+    use_keys("gemini")
+    assert resolve_key("gemini").secret == FAKE_KEYS["gemini"]
+
+
+@pytest.mark.django_db
+def test_resolve_key_accepts_a_provider_alias():
+    row = store("gemini")
+
+    assert resolve_key("google").key_id == row.pk
+    assert resolve_key("HF") is None
+
+
+@pytest.mark.django_db
+def test_resolve_keys_merges_database_and_environment(use_keys, django_assert_num_queries):
+    use_keys("gemini", "openrouter")
+    gemini_row = store("gemini")
+    store("openrouter", active=False)
+
+    with django_assert_num_queries(1):
+        keys = resolve_keys()
+
+    assert sorted(keys) == ["gemini", "openrouter"]
+    assert (keys["gemini"].secret, keys["gemini"].key_id) == (DB_KEYS["gemini"], gemini_row.pk)
+    assert keys["openrouter"].secret == FAKE_KEYS["openrouter"]
+    assert keys["openrouter"].source == "the environment variable OPENROUTER_API_KEY"
+
+
+@pytest.mark.django_db
+def test_an_undecryptable_active_key_is_an_error_not_a_silent_fallback(settings, use_keys):
+    use_keys("huggingface")
+    store("huggingface")
+    settings.SECRET_KEY = "another-secret-key-than-the-one-the-key-was-stored-with"
+
+    with pytest.raises(KeyDecryptionError) as caught:
+        resolve_key("huggingface")
+
+    assert "hf_…dbhf" in str(caught.value)
+    assert DB_KEYS["huggingface"] not in str(caught.value)
+
+
+@pytest.mark.django_db
+def test_mark_used_stamps_database_keys_only(use_keys):
+    row = store("huggingface")
+    use_keys("openrouter")
+
+    mark_used(resolve_key("openrouter"))
+    row.refresh_from_db()
+    assert row.last_used_at is None
+
+    mark_used(resolve_key("huggingface"))
+    row.refresh_from_db()
+    assert row.last_used_at is not None
