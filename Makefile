@@ -27,7 +27,7 @@ define DB_DESCRIPTION
 import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alwrity.settings")
 from django.db import connection as c
-print(c.vendor, c.settings_dict.get("HOST") or "", c.settings_dict["NAME"])
+print(" ".join(str(v) for v in (c.vendor, c.settings_dict.get("HOST"), c.settings_dict["NAME"]) if v))
 endef
 export DB_DESCRIPTION
 

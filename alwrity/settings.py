@@ -34,6 +34,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "alwrity",
     "llm_providers",
 ]
@@ -151,3 +153,47 @@ LLM_DEFAULT_MONTHLY_COST_LIMIT = env.str("LLM_DEFAULT_MONTHLY_COST_LIMIT", defau
 LLM_DEFAULT_MONTHLY_CALL_LIMIT = env.int("LLM_DEFAULT_MONTHLY_CALL_LIMIT", default=0) or None
 # Fail a call whose usage cannot be recorded (it is always logged with its spend).
 LLM_STRICT_ACCOUNTING = env.bool("LLM_STRICT_ACCOUNTING", default=DEBUG)
+
+# --- REST API (SPEC §8) ---------------------------------------------------------------------------
+
+# Per-user request rate of the generation endpoints (generate/, v1/chat/completions), and of
+# everything else; counted in the shared cache (Redis when REDIS_URL is set).
+LLM_API_GENERATION_RATE = env.str("LLM_API_GENERATION_RATE", default="60/min")
+LLM_API_RATE = env.str("LLM_API_RATE", default="600/min")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: an unauthenticated request gets 401 with WWW-Authenticate, not 403.
+        "rest_framework.authentication.TokenAuthentication",
+        "llm_providers.api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["llm_providers.api.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"llm_api": LLM_API_RATE, "llm_generation": LLM_API_GENERATION_RATE},
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "llm_providers.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Decimal fields as strings: money is never a float on the wire.
+    "COERCE_DECIMAL_TO_STRING": True,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ALwrity LLM providers API",
+    "DESCRIPTION": "Generation through Gemini, OpenRouter and Hugging Face, with per-user usage "
+    "and cost. Authenticate with `Authorization: Token <key>` (or `Bearer <key>`).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI assets come from the installed sidecar package, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ProviderEnum": "llm_providers.models.PROVIDER_CHOICES",
+        "ProviderOrAliasEnum": "llm_providers.api.serializers.PROVIDER_INPUTS",
+    },
+}

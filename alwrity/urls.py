@@ -1,8 +1,12 @@
-"""Root URLs: the admin, and the llm_providers API under /api/llm/ (added with the REST API)."""
+"""Root URLs: the admin, the llm_providers API under /api/llm/, and its OpenAPI docs."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/llm/", include("llm_providers.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

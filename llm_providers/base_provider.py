@@ -321,7 +321,8 @@ class Provider:
         try:
             body = self.decode(response)
         except ProviderUnavailable:
-            body = response.text if not stream else None
+            # Scrubbed before error_text cuts it to length, which could leave part of an echoed key.
+            body = response.text.replace(self._api_key, "[key]") if not stream else None
         finally:
             response.close()
         error = self.scrub(self.read_error(response.status_code, body, response.headers))

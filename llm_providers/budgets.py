@@ -122,9 +122,13 @@ def release(reservation: Reservation) -> None:
     )
 
 
-def remaining(user_id: int | None, summary: UsageSummary | None) -> dict:
-    """``{cost_limit, calls_limit, cost_remaining, calls_remaining}`` (None = unlimited)."""
-    limits = limits_for(user_id)
+def remaining(
+    user_id: int | None, summary: UsageSummary | None, limits: Limits | None = None
+) -> dict:
+    """``{cost_limit, calls_limit, cost_remaining, calls_remaining}`` (None = unlimited).
+
+    ``limits`` saves the query when the caller has them (the admin's budget list)."""
+    limits = limits or limits_for(user_id)
     spent_cost = summary.total_cost if summary else ZERO
     spent_calls = summary.total_calls if summary else 0
     return {

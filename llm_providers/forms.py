@@ -1,13 +1,21 @@
-"""The admin's key form: the secret is write-only, validated, and encrypted on save."""
+"""The admin's forms: keys (the secret is write-only, validated, and encrypted on save), summary
+corrections (applied as deltas), prices, and the cost report's date range."""
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
+
 from django import forms
+from django.core.validators import MinValueValidator
 from django.utils.html import format_html, format_html_join
 
 from . import crypto, registry
 from .exceptions import ConfigurationError
-from .models import APIKey
+from .models import APIKey, ModelPrice, UsageSummary
+from .money import money_str
+from .reports import GROUPINGS, month_bounds
+from .usage import ADJUSTABLE_FIELDS
 
 # Where an admin creates a key for each provider (shown as the secret field's help text).
 KEY_PAGES = {
@@ -37,6 +45,27 @@ def key_pages_help(provider: str | None = None) -> str:
             ((label, url, url) for label, url in links),
         ),
     )
+
+
+def check_secret(secret: str) -> str:
+    """A pasted key, stripped; ValidationError if it cannot be a key (admin form and API)."""
+    secret = secret.strip()
+    # Error messages describe the input, never repeat it.
+    if not secret:
+        raise forms.ValidationError("Enter the API key.", code="required")
+    if any(ch.isspace() for ch in secret):
+        raise forms.ValidationError(
+            "The key contains whitespace. Paste the key alone, as the provider shows it.",
+            code="whitespace",
+        )
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise forms.ValidationError(
+            "That is too short to be an API key (%(length)d characters; provider keys have "
+            "at least %(minimum)d). Copy the whole key from the provider's page.",
+            code="too_short",
+            params={"length": len(secret), "minimum": MIN_SECRET_LENGTH},
+        )
+    return secret
 
 
 class APIKeyForm(forms.ModelForm):
@@ -79,20 +108,7 @@ class APIKeyForm(forms.ModelForm):
             if self.adding:
                 raise forms.ValidationError("Enter the API key.", code="required")
             return ""
-        # Error messages describe the input, never repeat it.
-        if any(ch.isspace() for ch in secret):
-            raise forms.ValidationError(
-                "The key contains whitespace. Paste the key alone, as the provider shows it.",
-                code="whitespace",
-            )
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise forms.ValidationError(
-                "That is too short to be an API key (%(length)d characters; provider keys have "
-                "at least %(minimum)d). Copy the whole key from the provider's page.",
-                code="too_short",
-                params={"length": len(secret), "minimum": MIN_SECRET_LENGTH},
-            )
-        return secret
+        return check_secret(secret)
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -119,3 +135,126 @@ class APIKeyForm(forms.ModelForm):
             key.save()
             self._save_m2m()
         return key
+
+
+class UsageSummaryForm(forms.ModelForm):
+    """Corrects a summary's per-provider calls, tokens and cost.
+
+    Live calls keep updating the row while the page is open, so the form does not save values:
+    each field also posts the value the page was loaded with (Django's hidden initial input),
+    and ``deltas`` is what the admin changed, to be added to whatever the row holds at save time.
+    """
+
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="Why the spend is corrected. Kept with each adjustment.",
+    )
+
+    class Meta:
+        model = UsageSummary
+        fields = ADJUSTABLE_FIELDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deltas: dict[str, int | Decimal] = {}
+        # Columns a call changed between loading the page and saving it.
+        self.moved: list[str] = []
+        for name in ADJUSTABLE_FIELDS:
+            field = self.fields.get(name)
+            if field is None:
+                continue
+            field.show_hidden_initial = True
+            if name.endswith("_cost"):
+                field.validators.append(MinValueValidator(0))
+                field.widget.attrs["min"] = "0"
+                field.help_text = "USD"
+                self.initial[name] = money_str(self.initial.get(name))
+
+    def loaded_value(self, name: str) -> int | Decimal:
+        """The value the page showed; the current value when the post does not say."""
+        field = self.fields[name]
+        raw = field.hidden_widget().value_from_datadict(
+            self.data, self.files, self.add_initial_prefix(name)
+        )
+        if raw in (None, ""):
+            return getattr(self.instance, name)
+        try:
+            return field.to_python(raw)
+        except forms.ValidationError:
+            return getattr(self.instance, name)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        for name in ADJUSTABLE_FIELDS:
+            if name not in self.fields or cleaned.get(name) is None:
+                continue
+            loaded = self.loaded_value(name)
+            delta = cleaned[name] - loaded
+            # The instance still holds the row as read for this post (the form has not
+            # written into it yet).
+            current = getattr(self.instance, name)
+            if current != loaded:
+                self.moved.append(name)
+            if not delta:
+                continue
+            if current + delta < 0:
+                self.add_error(
+                    name,
+                    f"This would take it below zero: it is {_plain(current)} now "
+                    f"(calls were recorded or corrected since the page was loaded).",
+                )
+                continue
+            self.deltas[name] = delta
+        if not self.deltas and not self.errors:
+            raise forms.ValidationError(
+                "Nothing was changed. Edit the calls, tokens or cost to correct, then save.",
+                code="unchanged",
+            )
+        return cleaned
+
+
+def _plain(value: int | Decimal) -> str:
+    return money_str(value) if isinstance(value, Decimal) else str(value)
+
+
+class ModelPriceForm(forms.ModelForm):
+    class Meta:
+        model = ModelPrice
+        fields = ["provider", "model", "prompt_per_million", "completion_per_million"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "provider" in self.fields:
+            self.fields["provider"].choices = registry.as_choices()
+
+    def clean_model(self) -> str:
+        # Stored lower-case (prices are looked up that way); cleaned here so the
+        # one-price-per-model check sees what will be saved.
+        return self.cleaned_data["model"].strip().lower()
+
+
+class CostReportForm(forms.Form):
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
+    end = forms.DateField(
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        help_text="Inclusive; days are UTC.",
+    )
+    group_by = forms.ChoiceField(
+        label="Group by", choices=[(name, name.capitalize()) for name in GROUPINGS]
+    )
+
+    @classmethod
+    def from_query(cls, query) -> CostReportForm:
+        """A bound form: the query's values over the defaults (this month, by user)."""
+        first, last = month_bounds()
+        data = {"start": first.isoformat(), "end": last.isoformat(), "group_by": "user"}
+        data.update({k: query[k] for k in data if query.get(k)})
+        return cls(data)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        start: date | None = cleaned.get("start")
+        end: date | None = cleaned.get("end")
+        if start and end and start > end:
+            self.add_error("end", "The end date is before the start date.")
+        return cleaned

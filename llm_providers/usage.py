@@ -10,16 +10,25 @@ re-written: the database adds the deltas itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 
 from . import budgets
 from .budgets import Reservation
 from .conf import llm_settings
-from .models import PROVIDER_NAMES, CallStatus, LedgerEntry, UsageSummary, billing_period
-from .money import ZERO, MoneyField
+from .models import (
+    PROVIDER_NAMES,
+    CallStatus,
+    LedgerEntry,
+    UsageAdjustment,
+    UsageSummary,
+    billing_period,
+)
+from .money import ZERO, MoneyField, money_str, to_money
 from .pricing import cost_of
 from .results import Attempt
 
@@ -150,3 +159,71 @@ def record_call_safely(
         if llm_settings.LLM_STRICT_ACCOUNTING:
             raise
         return ledger_entries(request_id, user_id, attempts)
+
+
+# --- Admins' corrections -------------------------------------------------------------------------
+
+# The summary columns an admin may correct; each total follows its provider column.
+ADJUSTABLE_FIELDS = [
+    f"{name}_{metric}" for name in PROVIDER_NAMES for metric in ("calls", "tokens", "cost")
+]
+
+
+def adjust_summary(
+    summary_id: int,
+    deltas: Mapping[str, int | Decimal],
+    *,
+    reason: str,
+    created_by_id: int | None = None,
+) -> list[UsageAdjustment]:
+    """Add ``deltas`` (``{"openrouter_cost": Decimal("-0.2"), ...}``) to a summary, and to the
+    totals, with one ``F()`` update; write one ``UsageAdjustment`` per changed column.
+
+    Deltas, not new values: a call recorded while the admin was editing is kept. A change
+    that would take a column below zero is refused (``ValidationError``) and nothing is written.
+    """
+    deltas = {
+        field: to_money(delta) if field.endswith("_cost") else int(delta)
+        for field, delta in deltas.items()
+    }
+    deltas = {field: delta for field, delta in deltas.items() if delta}
+    unknown = set(deltas) - set(ADJUSTABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"Not adjustable: {', '.join(sorted(unknown))}")
+    if not deltas:
+        return []
+    updates: dict = {}
+    not_below_zero = Q(pk=summary_id)
+    for field, delta in deltas.items():
+        total = "total_" + field.rpartition("_")[2]
+        amount = Value(delta, output_field=MoneyField()) if field.endswith("_cost") else delta
+        updates[field] = F(field) + amount
+        updates[total] = updates.get(total, F(total)) + amount
+        if delta < 0:
+            not_below_zero &= Q(**{f"{field}__gte": -delta})
+    with transaction.atomic():
+        # UPDATE first (it takes the row's write lock), then read what it left.
+        if not UsageSummary.objects.filter(not_below_zero).update(**updates):
+            raise ValidationError(
+                "The summary changed meanwhile: this correction would take a column below zero. "
+                "Reload the page and enter the correction again."
+            )
+        after = UsageSummary.objects.filter(pk=summary_id).values(*deltas).get()
+        adjustments = [
+            UsageAdjustment(
+                summary_id=summary_id,
+                field=field,
+                old_value=_as_text(after[field] - delta),
+                new_value=_as_text(after[field]),
+                delta=_as_text(delta),
+                reason=reason,
+                created_by_id=created_by_id,
+            )
+            for field, delta in deltas.items()
+        ]
+        UsageAdjustment.objects.bulk_create(adjustments)
+    return adjustments
+
+
+def _as_text(value: int | Decimal) -> str:
+    return money_str(value) if isinstance(value, Decimal) else str(value)

@@ -1,0 +1,199 @@
+"""``POST v1/chat/completions``: the OpenAI chat-completions shape over the same router.
+
+So the official ``openai`` SDK (``base_url=<host>/api/llm/v1``, ``api_key=<DRF token>``) works,
+accounted like every other call. ``model`` picks the provider (SPEC §8): ``gemini/<id>``,
+``huggingface/<id>``, ``openrouter/<id>`` or any other ``<vendor>/<name>`` (OpenRouter); omitted or
+``auto`` is the primary provider with its default model, and only then does it fall back — a
+client that names a model gets that model or an error, never another one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import router
+from ..exceptions import LLMError
+from ..results import Generation, Message, TextDelta
+from .serializers import StrictBooleanField, StrictFloatField, StrictIntegerField
+from .streaming import event_stream_response, sse
+from .throttling import GenerationRateThrottle, UserRateThrottle
+
+_PREFIXES = {
+    "gemini": "gemini",
+    "google": "gemini",
+    "huggingface": "huggingface",
+    "hf": "huggingface",
+    "openrouter": "openrouter",
+}
+_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+}
+
+
+def route(model: str | None) -> tuple[str | None, str | None]:
+    """(provider, model id) for an OpenAI-style model name; (None, None) for the default."""
+    if not model or model == "auto":
+        return None, None
+    prefix, _, rest = model.partition("/")
+    if prefix.lower() in _PREFIXES and rest:
+        return _PREFIXES[prefix.lower()], rest
+    return "openrouter", model  # vendor/name, validated as an OpenRouter id by the provider
+
+
+def public_model(generation: Generation) -> str:
+    """The model that answered, named the way a client would ask for it again."""
+    if generation.provider == "openrouter":
+        return generation.model
+    return f"{generation.provider}/{generation.model}"
+
+
+class ChatMessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant"])
+    content = serializers.JSONField()
+
+    def validate_content(self, value) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):  # content parts: only text is supported
+            texts = []
+            for part in value:
+                if not isinstance(part, dict) or part.get("type") != "text":
+                    raise serializers.ValidationError("Only text content parts are supported.")
+                if not isinstance(part.get("text"), str):
+                    raise serializers.ValidationError("A text part needs a string 'text'.")
+                texts.append(part["text"])
+            return "".join(texts)
+        raise serializers.ValidationError("content must be a string or a list of text parts.")
+
+
+class ChatCompletionRequestSerializer(serializers.Serializer):
+    """The fields used; others (``n`` = 1, ``user``, ``seed`` …) are accepted and ignored, as
+    OpenAI-compatible servers do."""
+
+    model = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    messages = ChatMessageSerializer(many=True, allow_empty=False)
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1)
+    max_completion_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1)
+    stream = StrictBooleanField(required=False, default=False)
+    stream_options = serializers.DictField(required=False, allow_null=True)
+    response_format = serializers.DictField(required=False, allow_null=True)
+    n = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=1)
+
+    def validate_response_format(self, value):
+        if not value or value.get("type") in (None, "text"):
+            return None
+        if value.get("type") == "json_object":
+            return {"type": "object"}
+        if value.get("type") == "json_schema":
+            schema = (value.get("json_schema") or {}).get("schema")
+            if not isinstance(schema, dict):
+                raise serializers.ValidationError("json_schema.schema must be a JSON object.")
+            return schema
+        raise serializers.ValidationError("type must be text, json_object or json_schema.")
+
+
+class ChatCompletionsView(APIView):
+    throttle_classes = [UserRateThrottle, GenerationRateThrottle]
+
+    @extend_schema(
+        request=ChatCompletionRequestSerializer,
+        responses={200: OpenApiTypes.OBJECT, (200, "text/event-stream"): OpenApiTypes.STR},
+    )
+    def post(self, request):
+        params = ChatCompletionRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        system = "\n\n".join(
+            m["content"] for m in data["messages"] if m["role"] in ("system", "developer")
+        )
+        messages = [
+            Message(m["role"], m["content"])
+            for m in data["messages"]
+            if m["role"] in ("user", "assistant")
+        ]
+        provider, model = route(data.get("model"))
+        options = {
+            "system_prompt": system or None,
+            "provider": provider,
+            "model": model,
+            "temperature": data.get("temperature"),
+            "max_tokens": data.get("max_completion_tokens") or data.get("max_tokens"),
+            "user_id": request.user,
+            "fallback": provider is None,
+        }
+        created = int(time.time())
+        if data.get("stream"):
+            include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+            items = router.stream(messages, **options)
+            return event_stream_response(
+                items, lambda it: _chunks(it, created, include_usage, data.get("model"))
+            )
+        generation = router.generate(messages, json_schema=data.get("response_format"), **options)
+        return Response(
+            {
+                "id": f"chatcmpl-{generation.request_id}",
+                "object": "chat.completion",
+                "created": created,
+                "model": public_model(generation),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": generation.text},
+                        "finish_reason": _finish(generation.completion.finish_reason),
+                        "logprobs": None,
+                    }
+                ],
+                "usage": generation.usage.as_dict(),
+            }
+        )
+
+
+def _finish(reason: str | None) -> str:
+    if not reason:
+        return "stop"
+    return _FINISH.get(reason, reason.lower() if reason.isupper() else reason)
+
+
+def _chunks(
+    items: Iterator, created: int, include_usage: bool, asked_model: str | None
+) -> Iterator[str]:
+    """OpenAI ``chat.completion.chunk`` events, then ``data: [DONE]``."""
+    chunk_id = f"chatcmpl-{int(time.time() * 1000)}"
+
+    def chunk(delta: dict, finish: str | None = None, model: str | None = None) -> dict:
+        return {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model or asked_model or "auto",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    try:
+        yield sse(chunk({"role": "assistant", "content": ""}))
+        for item in items:
+            if isinstance(item, TextDelta):
+                yield sse(chunk({"content": item.text}))
+            elif isinstance(item, Generation):
+                model = public_model(item)
+                yield sse(chunk({}, _finish(item.completion.finish_reason), model))
+                if include_usage:
+                    yield sse(
+                        {**chunk({}, None, model), "choices": [], "usage": item.usage.as_dict()}
+                    )
+        yield "data: [DONE]\n\n"
+    except LLMError as exc:
+        yield sse({"error": exc.as_dict()})
+    finally:
+        items.close()

@@ -1,0 +1,223 @@
+"""Request validation and response shapes of the REST API (SPEC §8)."""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from .. import registry
+from ..conf import llm_settings
+from ..exceptions import LLMError, ModelNotFound
+from ..forms import check_secret
+from ..keys import resolve_keys
+from ..models import APIKey, LedgerEntry
+from ..money import money_str
+from ..structured import check_schema
+
+PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+PROVIDER_INPUTS = [*registry.provider_names(), *registry.ALIASES]
+
+
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: 42 or true are not silently turned into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class RejectUnknownFieldsMixin:
+    """A misspelt field ("temprature") is an error, not silently ignored."""
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().validate(attrs)
+
+
+class GenerateRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    prompt = StrictCharField(trim_whitespace=False)
+    system_prompt = StrictCharField(
+        required=False, allow_null=True, allow_blank=True, trim_whitespace=False
+    )
+    provider = serializers.ChoiceField(choices=PROVIDER_INPUTS, required=False, allow_null=True)
+    model = StrictCharField(required=False, allow_null=True, max_length=200)
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1)
+    json_schema = serializers.JSONField(required=False, allow_null=True)
+    stream = StrictBooleanField(required=False, default=False)
+
+    def validate_prompt(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("The prompt is empty.")
+        limit = int(llm_settings.LLM_MAX_PROMPT_CHARS)
+        if len(value) > limit:
+            raise serializers.ValidationError(f"At most {limit} characters.")
+        return value
+
+    def validate_max_tokens(self, value: int | None) -> int | None:
+        ceiling = int(llm_settings.LLM_MAX_OUTPUT_TOKENS)
+        if value is not None and value > ceiling:
+            raise serializers.ValidationError(f"At most {ceiling}.")
+        return value
+
+    def validate_json_schema(self, value):
+        if value is None:
+            return None
+        try:
+            check_schema(value)
+        except LLMError as exc:
+            raise serializers.ValidationError(exc.message) from None
+        return value
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if attrs.get("stream") and attrs.get("json_schema") is not None:
+            raise serializers.ValidationError(
+                {"stream": ["Streaming returns text; json_schema needs stream: false."]}
+            )
+        model = attrs.get("model")
+        if model:
+            self._check_model(attrs.get("provider"), model)
+        return attrs
+
+    @staticmethod
+    def _check_model(provider: str | None, model: str) -> None:
+        """Refuse a model id malformed for the provider that would get it (400, no call)."""
+        name = registry.canonical_name(provider) if provider else None
+        if name is None:
+            try:
+                name = registry.primary_provider(resolve_keys())
+            except LLMError:
+                return  # the router reports the configuration problem
+        if name is None:
+            return
+        try:
+            registry.provider_class(name).check_model(model)
+        except ModelNotFound as exc:
+            raise serializers.ValidationError({"model": [exc.message]}) from None
+
+
+class UsageSerializer(serializers.Serializer):
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class GenerationSerializer(serializers.Serializer):
+    """``generate/``'s answer; also the data of the stream's ``done`` event (without text)."""
+
+    id = serializers.CharField(source="request_id")
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    text = serializers.CharField()
+    data = serializers.JSONField(allow_null=True)
+    usage = serializers.SerializerMethodField()
+    cost = serializers.SerializerMethodField()
+    attempts = serializers.IntegerField(source="upstream_requests")
+    fallback_from = serializers.ListField(child=serializers.CharField())
+
+    def get_usage(self, generation) -> dict:
+        return generation.usage.as_dict()
+
+    def get_cost(self, generation) -> str:
+        return money_str(generation.cost)
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    cost = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LedgerEntry
+        fields = [
+            "id",
+            "request_id",
+            "provider",
+            "model",
+            "status",
+            "error_code",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cost",
+            "cost_source",
+            "latency_ms",
+            "retries",
+            "is_fallback",
+            "created_at",
+        ]
+
+    def get_cost(self, entry) -> str:
+        return money_str(entry.cost)
+
+
+class APIKeySerializer(serializers.ModelSerializer):
+    """Keys as the key manager shows them: the mask, never the key."""
+
+    class Meta:
+        model = APIKey
+        fields = ["id", "provider", "label", "mask", "active", "created_at", "last_used_at"]
+        read_only_fields = fields
+
+
+class APIKeyCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    provider = serializers.ChoiceField(choices=PROVIDER_INPUTS)
+    key = StrictCharField(write_only=True, trim_whitespace=False)
+    label = StrictCharField(required=False, allow_blank=True, max_length=100, default="")
+
+    def validate_provider(self, value: str) -> str:
+        return registry.provider_class(value).name
+
+    def validate_key(self, value: str) -> str:
+        try:
+            return check_secret(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+
+class APIKeyUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    key = StrictCharField(required=False, write_only=True, trim_whitespace=False)
+    label = StrictCharField(required=False, allow_blank=True, max_length=100)
+    active = StrictBooleanField(required=False)
+
+    validate_key = APIKeyCreateSerializer.validate_key
+
+
+class ProviderSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    available = serializers.BooleanField()
+    default_model = serializers.CharField()
+    priority = serializers.IntegerField()
+    primary = serializers.BooleanField()
+
+
+class ReportRowSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    calls = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+    cost = serializers.CharField()

@@ -1,0 +1,307 @@
+"""The REST API's views (SPEC §8). Errors rise to ``api.errors.exception_handler``."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.db import connection
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import budgets, registry, reports
+from ..keys import resolve_keys
+from ..main_text_generation import llm_generate, llm_stream
+from ..models import PROVIDER_NAMES, APIKey, CallStatus, LedgerEntry, UsageSummary, billing_period
+from ..money import money_str
+from . import serializers as s
+from .streaming import event_stream_response
+from .throttling import GenerationRateThrottle, UserRateThrottle
+
+_ERROR = inline_serializer(
+    "Error",
+    {
+        "error": inline_serializer(
+            "ErrorDetail", {"code": serializers.CharField(), "message": serializers.CharField()}
+        )
+    },
+)
+
+
+class GenerateView(APIView):
+    """Generate text (or JSON valid against ``json_schema``) with fallback across providers."""
+
+    throttle_classes = [UserRateThrottle, GenerationRateThrottle]
+
+    @extend_schema(
+        request=s.GenerateRequestSerializer,
+        responses={
+            200: s.GenerationSerializer,
+            (200, "text/event-stream"): OpenApiTypes.STR,
+            **{code: OpenApiResponse(_ERROR) for code in (400, 401, 402, 404, 429, 502, 503, 504)},
+        },
+    )
+    def post(self, request):
+        params = s.GenerateRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        args = dict(params.validated_data)
+        stream = args.pop("stream", False)
+        json_schema = args.pop("json_schema", None)
+        if stream:
+            items = llm_stream(args.pop("prompt"), user_id=request.user, **args)
+            return event_stream_response(items)
+        generation = llm_generate(
+            args.pop("prompt"), json_struct=json_schema, user_id=request.user, **args
+        )
+        return Response(s.GenerationSerializer(generation).data)
+
+
+def _period(value: str | None) -> str:
+    if value is None:
+        return billing_period()
+    if not s.PERIOD.match(value):
+        raise ValidationError({"period": ["Use the form YYYY-MM, e.g. 2026-11."]})
+    return value
+
+
+class UsageView(APIView):
+    """The caller's own usage in a billing period, and what is left of their budget."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("period", str, description="YYYY-MM (UTC); default: now")],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(_ERROR)},
+    )
+    def get(self, request):
+        period = _period(request.query_params.get("period"))
+        summary = UsageSummary.objects.filter(user=request.user, period=period).first()
+
+        def figures(prefix: str) -> dict:
+            if summary is None:
+                return {"calls": 0, "tokens": 0, "cost": "0"}
+            return {
+                "calls": getattr(summary, f"{prefix}_calls"),
+                "tokens": getattr(summary, f"{prefix}_tokens"),
+                "cost": money_str(getattr(summary, f"{prefix}_cost")),
+            }
+
+        budget = budgets.remaining(request.user.pk, summary)
+        return Response(
+            {
+                "period": period,
+                "providers": {name: figures(name) for name in PROVIDER_NAMES},
+                "total": figures("total"),
+                "budget": {
+                    "cost_limit": _money_or_none(budget["cost_limit"]),
+                    "calls_limit": budget["calls_limit"],
+                    "cost_remaining": _money_or_none(budget["cost_remaining"]),
+                    "calls_remaining": budget["calls_remaining"],
+                },
+            }
+        )
+
+
+def _money_or_none(value):
+    return None if value is None else money_str(value)
+
+
+def _iso_date(params, name: str) -> date | None:
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError({name: ["Use an ISO date, e.g. 2026-11-24."]}) from None
+
+
+class CallsView(generics.ListAPIView):
+    """The caller's own ledger, newest first."""
+
+    serializer_class = s.LedgerEntrySerializer
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("provider", str, enum=PROVIDER_NAMES),
+            OpenApiParameter("status", str, enum=[c.value for c in CallStatus]),
+            OpenApiParameter("since", OpenApiTypes.DATE, description="inclusive (UTC)"),
+            OpenApiParameter("until", OpenApiTypes.DATE, description="inclusive (UTC)"),
+        ]
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        params = self.request.query_params
+        entries = LedgerEntry.objects.filter(user=self.request.user)
+        provider = params.get("provider")
+        if provider:
+            name = registry.canonical_name(provider)
+            if name is None:
+                raise ValidationError({"provider": [f"Choose one of {', '.join(PROVIDER_NAMES)}."]})
+            entries = entries.filter(provider=name)
+        status_filter = params.get("status")
+        if status_filter:
+            if status_filter not in CallStatus.values:
+                raise ValidationError({"status": ["Choose success or error."]})
+            entries = entries.filter(status=status_filter)
+        since, until = _iso_date(params, "since"), _iso_date(params, "until")
+        if since:
+            entries = entries.filter(created_at__date__gte=since)
+        if until:
+            entries = entries.filter(created_at__date__lte=until)
+        return entries.order_by("-created_at", "-id")
+
+
+class CSVRenderer(BaseRenderer):
+    """``?format=csv`` (DRF's format override) selects it: ``key,calls,tokens,cost``."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, dict) and "error" in data:  # errors stay readable as text
+            return f"error,{data['error'].get('code')}\n".encode()
+        return data.encode() if isinstance(data, str) else b""
+
+
+class CostReportView(APIView):
+    """Staff: cost per user, provider, model or day over an inclusive date range."""
+
+    permission_classes = [IsAdminUser]
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("start", OpenApiTypes.DATE, description="default: 1st of the month"),
+            OpenApiParameter("end", OpenApiTypes.DATE, description="default: end of the month"),
+            OpenApiParameter("group_by", str, enum=list(reports.GROUPINGS)),
+            OpenApiParameter("format", str, enum=["json", "csv"]),
+        ],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(_ERROR)},
+    )
+    def get(self, request):
+        first, last = reports.month_bounds()
+        start = _iso_date(request.query_params, "start") or first
+        end = _iso_date(request.query_params, "end") or last
+        if end < start:
+            raise ValidationError({"end": ["The end is before the start."]})
+        group_by = request.query_params.get("group_by") or "user"
+        if group_by not in reports.GROUPINGS:
+            raise ValidationError({"group_by": [f"Choose one of {', '.join(reports.GROUPINGS)}."]})
+        rows = reports.cost_report(start, end, group_by)
+        if request.accepted_renderer.format == "csv":
+            response = Response(reports.to_csv(rows))
+            filename = f"costs-{group_by}-{start}-{end}.csv"
+            response["Content-Disposition"] = f'attachment; filename="{filename}"'
+            return response
+        return Response(
+            {
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "group_by": group_by,
+                "rows": [row.as_dict() for row in rows],
+                "total": reports.totals(rows).as_dict(),
+            }
+        )
+
+
+class KeyListView(APIView):
+    """Staff: the stored keys (masked), and adding one (it becomes the active key at once)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: s.APIKeySerializer(many=True)})
+    def get(self, request):
+        return Response(s.APIKeySerializer(APIKey.objects.all(), many=True).data)
+
+    @extend_schema(request=s.APIKeyCreateSerializer, responses={201: s.APIKeySerializer})
+    def post(self, request):
+        params = s.APIKeyCreateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        key = APIKey(
+            provider=params.validated_data["provider"],
+            label=params.validated_data["label"],
+            active=True,
+        )
+        key.set_secret(params.validated_data["key"])
+        key.save()
+        return Response(s.APIKeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+
+class KeyDetailView(APIView):
+    """Staff: relabel, replace, activate or deactivate a key; or delete it."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=s.APIKeyUpdateSerializer, responses={200: s.APIKeySerializer})
+    def patch(self, request, pk: int):
+        key = get_object_or_404(APIKey, pk=pk)
+        params = s.APIKeyUpdateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        if "key" in data:
+            key.set_secret(data["key"])
+        if "label" in data:
+            key.label = data["label"]
+        if "active" in data:
+            key.active = data["active"]
+        key.save()
+        return Response(s.APIKeySerializer(key).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk: int):
+        get_object_or_404(APIKey, pk=pk).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ProvidersView(APIView):
+    """Each provider: whether it has a key, its default model, its priority, the primary one."""
+
+    @extend_schema(responses={200: s.ProviderSerializer(many=True)})
+    def get(self, request):
+        keys = resolve_keys()
+        primary = registry.primary_provider(keys)
+        rows = [
+            {
+                "name": cls.name,
+                "available": cls.name in keys,
+                "default_model": cls.default_model(),
+                "priority": priority,
+                "primary": cls.name == primary,
+            }
+            for priority, cls in enumerate(registry.PROVIDER_CLASSES, start=1)
+        ]
+        return Response(s.ProviderSerializer(rows, many=True).data)
+
+
+class HealthView(APIView):
+    """Liveness and a database round trip; needs no credentials."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT})
+    def get(self, request):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        except Exception:
+            return Response(
+                {"status": "error", "database": "unavailable"},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return Response({"status": "ok", "database": "ok"})

@@ -1,0 +1,59 @@
+"""Fixtures of the provider tests: provider clients with the fake keys, and a fake clock."""
+
+import pytest
+import tenacity
+
+from llm_providers import base_provider
+from llm_providers.gemini_provider import GeminiProvider
+from llm_providers.huggingface_provider import HuggingFaceProvider
+from llm_providers.openrouter_provider import OpenRouterProvider
+from tests.conftest import FAKE_KEYS
+
+
+@pytest.fixture
+def openrouter():
+    return OpenRouterProvider(FAKE_KEYS["openrouter"])
+
+
+@pytest.fixture
+def gemini():
+    return GeminiProvider(FAKE_KEYS["gemini"])
+
+
+@pytest.fixture
+def hf():
+    return HuggingFaceProvider(FAKE_KEYS["huggingface"])
+
+
+class FakeClock:
+    """A monotonic clock that only moves when the retry loop "sleeps"."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch, sleeps):
+    """Make the retry loop's total-time bound see the recorded waits as elapsed time.
+
+    tenacity measures ``seconds_since_start`` with ``time.monotonic`` in its own module; the
+    waits are still recorded in ``sleeps``.
+    """
+    fake = FakeClock()
+
+    class _Time:
+        monotonic = staticmethod(fake.monotonic)
+
+    def record(seconds: float) -> None:
+        sleeps.append(seconds)
+        fake.sleep(seconds)
+
+    monkeypatch.setattr(tenacity, "time", _Time)
+    monkeypatch.setattr(base_provider, "sleep", record)
+    return fake
