@@ -80,6 +80,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
     _sqlite_options.setdefault("timeout", 20)
     _sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
+    # Write-ahead logging: readers never wait for the writer, and a commit is one append
+    # (synchronous=NORMAL is durable against a process crash; an OS crash may lose the last
+    # commits, never corrupt the file). Every call writes the ledger, so this is the hot path.
+    _sqlite_options.setdefault(
+        "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    )
 
 if env.str("REDIS_URL", default=""):
     CACHES = {
@@ -106,6 +112,11 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The admin account `make run` ensures (`manage.py ensure_admin`).
+DJANGO_SUPERUSER_USERNAME = env.str("DJANGO_SUPERUSER_USERNAME", default="admin")
+DJANGO_SUPERUSER_PASSWORD = env.str("DJANGO_SUPERUSER_PASSWORD", default="")
+DJANGO_SUPERUSER_EMAIL = env.str("DJANGO_SUPERUSER_EMAIL", default="")
 
 LOGGING = {
     "version": 1,

@@ -8,6 +8,7 @@ from .api.openai_compat import ChatCompletionsView
 app_name = "llm_providers"
 
 urlpatterns = [
+    path("", views.APIRootView.as_view(), name="root"),
     path("generate/", views.GenerateView.as_view(), name="generate"),
     path("usage/", views.UsageView.as_view(), name="usage"),
     path("calls/", views.CallsView.as_view(), name="calls"),

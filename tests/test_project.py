@@ -232,10 +232,10 @@ def run_ensure_admin(*args: str) -> str:
 
 
 @pytest.fixture
-def admin_env(monkeypatch):
-    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "boss")
-    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "correct-horse-battery")
-    monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "boss@example.com")
+def admin_env(settings):
+    settings.DJANGO_SUPERUSER_USERNAME = "boss"
+    settings.DJANGO_SUPERUSER_PASSWORD = "correct-horse-battery"
+    settings.DJANGO_SUPERUSER_EMAIL = "boss@example.com"
 
 
 @pytest.mark.django_db
@@ -252,9 +252,9 @@ def test_ensure_admin_creates_the_superuser_from_the_environment(admin_env):
 
 
 @pytest.mark.django_db
-def test_ensure_admin_twice_neither_fails_nor_duplicates(admin_env, monkeypatch):
+def test_ensure_admin_twice_neither_fails_nor_duplicates(admin_env, settings):
     run_ensure_admin()
-    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "another-password")
+    settings.DJANGO_SUPERUSER_PASSWORD = "another-password"
 
     out = run_ensure_admin()
 
@@ -266,9 +266,10 @@ def test_ensure_admin_twice_neither_fails_nor_duplicates(admin_env, monkeypatch)
 
 
 @pytest.mark.django_db
-def test_ensure_admin_without_a_password_generates_and_shows_one(monkeypatch):
-    for field in ["USERNAME", "PASSWORD", "EMAIL"]:
-        monkeypatch.delenv(f"DJANGO_SUPERUSER_{field}", raising=False)
+def test_ensure_admin_without_a_password_generates_and_shows_one(settings):
+    settings.DJANGO_SUPERUSER_USERNAME = "admin"
+    settings.DJANGO_SUPERUSER_PASSWORD = ""
+    settings.DJANGO_SUPERUSER_EMAIL = ""
 
     out = run_ensure_admin()
 

@@ -6,6 +6,7 @@ from datetime import date
 
 from django.db import connection
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -26,7 +27,7 @@ from ..main_text_generation import llm_generate, llm_stream
 from ..models import PROVIDER_NAMES, APIKey, CallStatus, LedgerEntry, UsageSummary, billing_period
 from ..money import money_str
 from . import serializers as s
-from .streaming import event_stream_response
+from .streaming import StreamingContentNegotiation, event_stream_response
 from .throttling import GenerationRateThrottle, UserRateThrottle
 
 _ERROR = inline_serializer(
@@ -43,6 +44,7 @@ class GenerateView(APIView):
     """Generate text (or JSON valid against ``json_schema``) with fallback across providers."""
 
     throttle_classes = [UserRateThrottle, GenerationRateThrottle]
+    content_negotiation_class = StreamingContentNegotiation
 
     @extend_schema(
         request=s.GenerateRequestSerializer,
@@ -171,8 +173,6 @@ class CSVRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
-        if isinstance(data, dict) and "error" in data:  # errors stay readable as text
-            return f"error,{data['error'].get('code')}\n".encode()
         return data.encode() if isinstance(data, str) else b""
 
 
@@ -181,6 +181,13 @@ class CostReportView(APIView):
 
     permission_classes = [IsAdminUser]
     renderer_classes = [JSONRenderer, CSVRenderer]
+
+    def handle_exception(self, exc):
+        # Errors are the JSON error body (SPEC §8), also when CSV was asked for.
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
 
     @extend_schema(
         parameters=[
@@ -305,3 +312,29 @@ class HealthView(APIView):
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
             )
         return Response({"status": "ok", "database": "ok"})
+
+
+class APIRootView(APIView):
+    """A directory of the API (``/api/llm/``): the endpoints and the docs; no credentials."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        names = [
+            "generate",
+            "usage",
+            "calls",
+            "cost-report",
+            "keys",
+            "providers",
+            "health",
+            "chat-completions",
+        ]
+        links = {
+            name: request.build_absolute_uri(reverse(f"llm_providers:{name}")) for name in names
+        }
+        links["docs"] = request.build_absolute_uri(reverse("docs"))
+        links["schema"] = request.build_absolute_uri(reverse("schema"))
+        return Response(links)

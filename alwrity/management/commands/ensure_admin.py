@@ -1,8 +1,8 @@
 """``manage.py ensure_admin``: make sure the admin account that ``make run`` announces exists."""
 
-import os
 import secrets
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -22,11 +22,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, url: str, **options):
-        # The variables and the source Django's own `createsuperuser --noinput` uses: os.environ,
-        # which settings.py has already filled from `.env` (real environment variables win).
-        username = os.environ.get("DJANGO_SUPERUSER_USERNAME") or "admin"
-        password = os.environ.get("DJANGO_SUPERUSER_PASSWORD") or ""
-        email = os.environ.get("DJANGO_SUPERUSER_EMAIL") or ""
+        # The variables Django's own `createsuperuser --noinput` reads, through settings.py
+        # (the one reader of the environment and `.env`).
+        username = settings.DJANGO_SUPERUSER_USERNAME or "admin"
+        password = settings.DJANGO_SUPERUSER_PASSWORD or ""
+        email = settings.DJANGO_SUPERUSER_EMAIL or ""
 
         user_model = get_user_model()
         existing = user_model._default_manager.filter(
