@@ -42,6 +42,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's CSS, Swagger UI) from the app server itself, so `make serve`
+    # needs no separate web server in front.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -110,7 +113,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# Served straight from the apps' static folders by WhiteNoise: no collectstatic step to forget
+# (and so no STATIC_ROOT; set one only to hand the files to a CDN).
+WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The admin account `make run` ensures (`manage.py ensure_admin`).
@@ -187,7 +192,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "llm_providers.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["llm_providers.api.parsers.JSONParser"],
     # Decimal fields as strings: money is never a float on the wire.
     "COERCE_DECIMAL_TO_STRING": True,
 }

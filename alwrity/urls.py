@@ -10,3 +10,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
+
+# Under /api/ errors keep the API's JSON body; elsewhere Django's pages.
+handler404 = "llm_providers.api.errors.not_found"
+handler500 = "llm_providers.api.errors.server_error"

@@ -72,13 +72,9 @@ class ProviderNotConfigured(ConfigurationError):
 class UnknownProvider(ConfigurationError):
     """``GPT_PROVIDER`` names no provider."""
 
-    code = "invalid_configuration"
-
 
 class KeyDecryptionError(ConfigurationError):
     """A stored key cannot be decrypted with the configured encryption keys."""
-
-    code = "invalid_configuration"
 
 
 # --- Caller errors (no fallback) ----------------------------------------------------------------

@@ -4,7 +4,24 @@ import pytest
 
 
 @pytest.mark.django_db
-def test_api_root_lists_every_endpoint(client):
+def test_api_root_needs_credentials(client):
+    response = client.get("/api/llm/")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+@pytest.mark.django_db
+def test_unknown_api_path_is_a_json_404(client, settings):
+    settings.DEBUG = False
+    response = client.get("/api/llm/no-such-thing/")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": "No such endpoint."}}
+    assert client.get("/no-such-page/")["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+def test_api_root_lists_every_endpoint(admin_client):
+    client = admin_client
     response = client.get("/api/llm/")
     assert response.status_code == 200
     links = response.json()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -44,6 +46,11 @@ def llm_error_response(exc: LLMError) -> Response:
 def exception_handler(exc, context):
     if isinstance(exc, LLMError):
         return llm_error_response(exc)
+    # Django's own (get_object_or_404, …), as DRF's handler converts them, so they get a code.
+    if isinstance(exc, Http404):
+        exc = drf.NotFound(*exc.args)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf.PermissionDenied(*exc.args)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # an unexpected error: Django's 500 handling (and logging) takes it
@@ -64,3 +71,23 @@ def _first_message(fields: dict) -> str:
             return f"{name}: {_first_message(first)}"
         return f"{name}: {first}" if name != "non_field_errors" else str(first)
     return "Invalid request."
+
+
+def not_found(request, exception=None):
+    """``handler404`` for the API's paths: the error body, not an HTML page."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if not request.path.startswith("/api/"):
+        return page_not_found(request, exception)
+    return JsonResponse(error_body("not_found", "No such endpoint."), status=404)
+
+
+def server_error(request):
+    """``handler500`` for the API's paths; the error is logged by Django as usual."""
+    from django.http import JsonResponse
+    from django.views.defaults import server_error as html_server_error
+
+    if not request.path.startswith("/api/"):
+        return html_server_error(request)
+    return JsonResponse(error_body("server_error", "Internal server error."), status=500)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,7 +22,7 @@ from .. import router
 from ..exceptions import LLMError
 from ..results import Generation, Message, TextDelta
 from .serializers import StrictBooleanField, StrictFloatField, StrictIntegerField
-from .streaming import event_stream_response, sse
+from .streaming import StreamingContentNegotiation, event_stream_response, sse
 from .throttling import GenerationRateThrottle, UserRateThrottle
 
 _PREFIXES = {
@@ -57,9 +57,31 @@ def public_model(generation: Generation) -> str:
     return f"{generation.provider}/{generation.model}"
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "type": {"type": "string", "enum": ["text"]},
+                        "text": {"type": "string"},
+                    },
+                    "required": ["type", "text"],
+                },
+            },
+        ]
+    }
+)
+class ChatContentField(serializers.JSONField):
+    """A message's content as the schema documents it: a string or a list of text parts."""
+
+
 class ChatMessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant"])
-    content = serializers.JSONField()
+    content = ChatContentField()
 
     def validate_content(self, value) -> str:
         if isinstance(value, str):
@@ -81,7 +103,8 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
     OpenAI-compatible servers do."""
 
     model = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    messages = ChatMessageSerializer(many=True, allow_empty=False)
+    # A ListField, not many=True: its min_length reaches the OpenAPI schema (minItems).
+    messages = serializers.ListField(child=ChatMessageSerializer(), allow_empty=False, min_length=1)
     temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
     max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1)
     max_completion_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1)
@@ -96,15 +119,29 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
         if value.get("type") == "json_object":
             return {"type": "object"}
         if value.get("type") == "json_schema":
-            schema = (value.get("json_schema") or {}).get("schema")
+            json_schema = value.get("json_schema")
+            schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
             if not isinstance(schema, dict):
                 raise serializers.ValidationError("json_schema.schema must be a JSON object.")
             return schema
         raise serializers.ValidationError("type must be text, json_object or json_schema.")
 
+    def validate(self, attrs):
+        if attrs.get("stream") and attrs.get("response_format") is not None:
+            # A streamed answer is plain text, never checked against a schema.
+            raise serializers.ValidationError(
+                {
+                    "response_format": [
+                        "Streaming returns text; response_format needs stream: false."
+                    ]
+                }
+            )
+        return attrs
+
 
 class ChatCompletionsView(APIView):
     throttle_classes = [UserRateThrottle, GenerationRateThrottle]
+    content_negotiation_class = StreamingContentNegotiation
 
     @extend_schema(
         request=ChatCompletionRequestSerializer,

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 
 from ..exceptions import LLMError
 from ..results import Generation, TextDelta
@@ -31,11 +33,47 @@ def event_stream_response(
     first = next(items, None)  # may raise: then the error gets its HTTP status
     encode = encode or generate_events
     response = StreamingHttpResponse(
-        encode(_first_then_rest(first, items)), content_type="text/event-stream"
+        _Closing(encode(_first_then_rest(first, items)), items),
+        content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
     return response
+
+
+class StreamingContentNegotiation(DefaultContentNegotiation):
+    """The generation endpoints answer whatever the ``Accept`` header says (SPEC §8): an event
+    stream for ``stream: true``, JSON otherwise and for every error. An ``Accept`` that no
+    renderer matches (``text/event-stream``, what SSE clients send) gets JSON, not a 406."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type
+
+
+class _Closing:
+    """The response's iterator. Closing it closes the router's stream too, also when the
+    server closes the response before iterating it (a generator that never started ignores
+    ``close()``, and the stream, whose first item was already pulled, would be accounted only
+    when garbage-collected)."""
+
+    def __init__(self, events: Iterator[str], items: Iterator):
+        self._events = events
+        self._items = items
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        return next(self._events)
+
+    def close(self) -> None:
+        try:
+            self._events.close()
+        finally:
+            self._items.close()
 
 
 def _first_then_rest(first, items: Iterator) -> Iterator:

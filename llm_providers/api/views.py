@@ -27,6 +27,7 @@ from ..main_text_generation import llm_generate, llm_stream
 from ..models import PROVIDER_NAMES, APIKey, CallStatus, LedgerEntry, UsageSummary, billing_period
 from ..money import money_str
 from . import serializers as s
+from .errors import error_body
 from .streaming import StreamingContentNegotiation, event_stream_response
 from .throttling import GenerationRateThrottle, UserRateThrottle
 
@@ -196,7 +197,7 @@ class CostReportView(APIView):
             OpenApiParameter("group_by", str, enum=list(reports.GROUPINGS)),
             OpenApiParameter("format", str, enum=["json", "csv"]),
         ],
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(_ERROR)},
+        responses={200: s.ReportRowSerializer(many=True), 400: OpenApiResponse(_ERROR)},
     )
     def get(self, request):
         first, last = reports.month_bounds()
@@ -213,15 +214,8 @@ class CostReportView(APIView):
             filename = f"costs-{group_by}-{start}-{end}.csv"
             response["Content-Disposition"] = f'attachment; filename="{filename}"'
             return response
-        return Response(
-            {
-                "start": start.isoformat(),
-                "end": end.isoformat(),
-                "group_by": group_by,
-                "rows": [row.as_dict() for row in rows],
-                "total": reports.totals(rows).as_dict(),
-            }
-        )
+        # The rows themselves, as in the CSV: a list of {key, calls, tokens, cost} (SPEC §8).
+        return Response([row.as_dict() for row in rows])
 
 
 class KeyListView(APIView):
@@ -308,17 +302,18 @@ class HealthView(APIView):
                 cursor.fetchone()
         except Exception:
             return Response(
-                {"status": "error", "database": "unavailable"},
+                {
+                    "status": "error",
+                    "database": "unavailable",
+                    **error_body("database_unavailable", "The database is not reachable."),
+                },
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
             )
         return Response({"status": "ok", "database": "ok"})
 
 
 class APIRootView(APIView):
-    """A directory of the API (``/api/llm/``): the endpoints and the docs; no credentials."""
-
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
+    """A directory of the API (``/api/llm/``): the endpoints and the docs."""
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):

@@ -1,0 +1,63 @@
+"""Fixtures of the REST API tests: users, tokens and authenticated clients.
+
+Every test starts with an empty cache, so throttle counters never leak from one test to the
+next (user ids are reused after each test's rollback).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from tests.api.support import PASSWORD, token_client
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice", password=PASSWORD)
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("bob", password=PASSWORD)
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True)
+
+
+@pytest.fixture
+def anon():
+    return APIClient()
+
+
+@pytest.fixture
+def api(user):
+    """The ordinary user ``alice``, authenticated with ``Authorization: Token <key>``."""
+    return token_client(user)
+
+
+@pytest.fixture
+def other_api(other_user):
+    """The ordinary user ``bob``."""
+    return token_client(other_user)
+
+
+@pytest.fixture
+def staff_api(staff):
+    """The staff user ``admin``."""
+    return token_client(staff)

@@ -1,0 +1,28 @@
+"""Helpers of the REST API tests (fixtures are in ``conftest.py``)."""
+
+from __future__ import annotations
+
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+API = "/api/llm/"
+PASSWORD = "correct-horse-battery-staple"
+
+
+def token_client(user, keyword: str = "Token") -> APIClient:
+    """A client sending ``Authorization: <keyword> <a new DRF token of user>``."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{keyword} {Token.objects.create(user=user).key}")
+    return client
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    """``response`` has ``status`` and the SPEC's error body with ``code``; returns the error."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert list(body) == ["error"]
+    error = body["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    return error

@@ -1,0 +1,86 @@
+"""Per-user throttling: a rate for every endpoint, and a lower one for generation."""
+
+import pytest
+
+from llm_providers.api.throttling import GenerationRateThrottle, UserRateThrottle
+from llm_providers.models import LedgerEntry
+from tests.api.support import API, assert_error
+from tests.providers.wire import gemini_generate_url, gemini_response
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def rates(settings, monkeypatch):
+    """Set the throttle rates as a deployment does (REST_FRAMEWORK), and where DRF's throttle
+    classes read them: a class attribute bound when DRF was imported."""
+
+    def _set(general: str, generation: str) -> None:
+        values = {"llm_api": general, "llm_generation": generation}
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": values}
+        for cls in (UserRateThrottle, GenerationRateThrottle):
+            monkeypatch.setattr(cls, "THROTTLE_RATES", values)
+
+    return _set
+
+
+def generate(client):
+    return client.post(API + "generate/", {"prompt": "hi"}, format="json")
+
+
+def assert_throttled(response) -> None:
+    error = assert_error(response, 429, "rate_limited")
+    wait = int(response["Retry-After"])
+    assert 1 <= wait <= 60
+    assert error["message"] == f"Request was throttled. Expected available in {wait} seconds."
+
+
+def test_generation_over_its_rate_is_429_with_retry_after(api, use_keys, http, rates):
+    rates("100/min", "2/min")
+    use_keys("gemini")
+    http.post(gemini_generate_url(), body=gemini_response())
+
+    assert [generate(api).status_code for _ in range(2)] == [200, 200]
+    assert_throttled(generate(api))
+
+    assert len(http.calls) == 2  # the throttled request never reached the upstream
+    assert LedgerEntry.objects.count() == 2
+    assert api.get(API + "usage/").status_code == 200  # other endpoints have their own rate
+
+
+def test_throttling_is_per_user(api, other_api, use_keys, http, rates):
+    rates("100/min", "1/min")
+    use_keys("gemini")
+    http.post(gemini_generate_url(), body=gemini_response())
+    assert generate(api).status_code == 200
+    assert_throttled(generate(api))
+    assert generate(other_api).status_code == 200
+
+
+def test_every_endpoint_shares_the_general_rate(api, staff_api, rates):
+    rates("3/min", "100/min")
+    assert [api.get(API + p).status_code for p in ("usage/", "calls/", "providers/")] == [200] * 3
+    assert_throttled(api.get(API + "usage/"))
+    assert_throttled(api.get(API + "calls/"))
+    assert staff_api.get(API + "keys/").status_code == 200
+
+
+def test_generation_counts_against_the_general_rate_too(api, use_keys, http, rates):
+    rates("2/min", "100/min")
+    use_keys("gemini")
+    http.post(gemini_generate_url(), body=gemini_response())
+    assert generate(api).status_code == 200
+    assert api.get(API + "usage/").status_code == 200
+    assert_throttled(generate(api))
+    assert len(http.calls) == 1
+
+
+def test_health_is_never_throttled(anon, rates):
+    rates("1/min", "1/min")
+    assert [anon.get(API + "health/").status_code for _ in range(3)] == [200] * 3
+
+
+def test_anonymous_requests_are_refused_before_throttling(anon, rates):
+    rates("1/min", "1/min")
+    for _ in range(3):
+        assert_error(anon.get(API + "usage/"), 401, "not_authenticated")
