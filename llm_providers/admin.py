@@ -5,6 +5,7 @@ through adjustments), prices, budgets, and the cost report page at
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -15,6 +16,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
 from . import budgets, registry, reports, usage
 from .budgets import Limits
@@ -117,6 +119,14 @@ def user_or_system(obj: LedgerEntry | UsageSummary) -> str:
     return obj.user.get_username() if obj.user_id else reports.SYSTEM_KEY
 
 
+class UserFilter(admin.RelatedOnlyFieldListFilter):
+    """The users who have rows; rows without a user (system usage) as ``(system)``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.empty_value_display = reports.SYSTEM_KEY
+
+
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(admin.ModelAdmin):
     """The ledger as written by ``usage.record_call``: viewable, never added, edited or deleted
@@ -124,15 +134,15 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 
     change_list_template = "admin/llm_providers/change_list_with_report.html"
     list_display = [
-        "created_at",
+        "created",
         "user_display",
-        "provider",
+        "provider_code",
         "model",
         "status",
         "error_code",
         "total_tokens",
         "cost_display",
-        "cost_source",
+        "cost_source_code",
         "latency_ms",
         "retries",
         "is_fallback",
@@ -142,7 +152,7 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         "status",
         "cost_source",
         "is_fallback",
-        ("user", admin.RelatedOnlyFieldListFilter),
+        ("user", UserFilter),
         "model",
         "created_at",
     ]
@@ -174,13 +184,25 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    @admin.display(description="created at (UTC)", ordering="created_at")
+    def created(self, obj: LedgerEntry) -> str:
+        return obj.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
     @admin.display(description="user", ordering=USERNAME_LOOKUP)
     def user_display(self, obj: LedgerEntry) -> str:
         return user_or_system(obj)
 
+    @admin.display(description="provider", ordering="provider")
+    def provider_code(self, obj: LedgerEntry) -> str:
+        return obj.provider
+
     @admin.display(description="cost (USD)", ordering="cost")
     def cost_display(self, obj: LedgerEntry) -> str:
         return usd(obj.cost)
+
+    @admin.display(description="cost source", ordering="cost_source")
+    def cost_source_code(self, obj: LedgerEntry) -> str:
+        return obj.cost_source  # the code: the labels are too long for a column
 
 
 class UsageAdjustmentInline(admin.TabularInline):
@@ -198,25 +220,18 @@ class UsageAdjustmentInline(admin.TabularInline):
         return False
 
 
-# SPEC §7: calls, tokens and cost of each provider, then the totals.
-SUMMARY_COLUMNS = [
-    f"{name}_{metric}"
-    for name in [*PROVIDER_NAMES, "total"]
-    for metric in ("calls", "tokens", "cost")
-]
+def _provider_column(name: str):
+    """A changelist column with one provider's (or the total) calls, tokens and cost."""
 
-
-def _column(name: str):
-    """A changelist column showing a summary field (``<name>_column``); money as exact USD."""
-    provider, _, metric = name.rpartition("_")
-    label = "" if provider == "total" else registry.provider_class(provider).label + " "
-
-    def show(self, obj: UsageSummary):
-        value = getattr(obj, name)
-        return usd(value) if metric == "cost" else value
+    def show(self, obj: UsageSummary) -> str:
+        calls, tokens, cost = (getattr(obj, f"{name}_{m}") for m in ("calls", "tokens", "cost"))
+        return f"{calls} · {tokens} · {usd(cost)}"
 
     show.__name__ = name + "_column"
-    return admin.display(description=f"{label}{metric}", ordering=name)(show)
+    # Three values in one cell: twelve columns would not fit beside the filters.
+    title = "Total" if name == "total" else registry.provider_class(name).label
+    label = format_html("{}<br>calls · tokens · cost", title)
+    return admin.display(description=label, ordering=f"{name}_cost")(show)
 
 
 @admin.register(UsageSummary)
@@ -231,11 +246,10 @@ class UsageSummaryAdmin(admin.ModelAdmin):
     list_display = [
         "user_display",
         "period",
-        *(f"{field}_column" for field in SUMMARY_COLUMNS),
-        "updated_at",
+        *(f"{name}_column" for name in [*PROVIDER_NAMES, "total"]),
     ]
     list_display_links = ["user_display", "period"]
-    list_filter = ["period", ("user", admin.RelatedOnlyFieldListFilter)]
+    list_filter = ["period", ("user", UserFilter)]
     list_select_related = ["user"]
     search_fields = [USERNAME_LOOKUP, "period"]
     readonly_fields = [
@@ -301,7 +315,7 @@ class UsageSummaryAdmin(admin.ModelAdmin):
     def user_display(self, obj: UsageSummary) -> str:
         return user_or_system(obj)
 
-    @admin.display(description="total cost (USD)")
+    @admin.display(description="total cost (USD)", ordering="total_cost")
     def total_cost_display(self, obj: UsageSummary) -> str:
         return usd(obj.total_cost)
 
@@ -319,6 +333,8 @@ class UsageSummaryAdmin(admin.ModelAdmin):
                 created_by_id=request.user.pk,
             )
         except ValidationError as exc:
+            # Too late for a form error (the admin saves after validating): flag the request
+            # so that nothing is logged and the admin is sent back to the form.
             request._llm_adjustment_refused = True
             self.message_user(request, " ".join(exc.messages), messages.ERROR)
             return
@@ -342,8 +358,8 @@ class UsageSummaryAdmin(admin.ModelAdmin):
         return super().response_change(request, obj)
 
 
-for _field in SUMMARY_COLUMNS:
-    setattr(UsageSummaryAdmin, f"{_field}_column", _column(_field))
+for _name in [*PROVIDER_NAMES, "total"]:
+    setattr(UsageSummaryAdmin, f"{_name}_column", _provider_column(_name))
 
 
 # --- Prices and budgets ---------------------------------------------------------------------------
@@ -388,8 +404,8 @@ class ModelPriceAdmin(admin.ModelAdmin):
 class UsageBudgetAdmin(admin.ModelAdmin):
     list_display = [
         "user",
-        "monthly_cost_limit",
-        "monthly_call_limit",
+        "cost_limit_display",
+        "call_limit_display",
         "spent_display",
         "calls_display",
         "cost_remaining_display",
@@ -420,7 +436,17 @@ class UsageBudgetAdmin(admin.ModelAdmin):
         limits = Limits(obj.monthly_cost_limit, obj.monthly_call_limit)
         return budgets.remaining(obj.user_id, summary, limits)
 
-    @admin.display(description="spent this month (USD)", ordering="period_cost")
+    @admin.display(description="monthly cost limit", ordering="monthly_cost_limit")
+    def cost_limit_display(self, obj: UsageBudget) -> str:
+        limit = obj.monthly_cost_limit
+        return "unlimited" if limit is None else usd(limit)
+
+    @admin.display(description="monthly call limit", ordering="monthly_call_limit")
+    def call_limit_display(self, obj: UsageBudget) -> str:
+        limit = obj.monthly_call_limit
+        return "unlimited" if limit is None else str(limit)
+
+    @admin.display(description="spent this month", ordering="period_cost")
     def spent_display(self, obj: UsageBudget) -> str:
         return usd(obj.period_cost or ZERO)
 

@@ -164,6 +164,7 @@ class UsageSummaryForm(forms.ModelForm):
             if field is None:
                 continue
             field.show_hidden_initial = True
+            field.label = name.rpartition("_")[2].capitalize()  # under the provider's heading
             if name.endswith("_cost"):
                 field.validators.append(MinValueValidator(0))
                 field.widget.attrs["min"] = "0"
