@@ -243,18 +243,17 @@ def gemini_text_response(
 ) -> str:
     """Text from Gemini (``GEMINI_MODEL`` by default; no fallback to other providers)."""
     # Imported here: the router imports this module (through the registry).
-    from .main_text_generation import llm_generate
+    from .main_text_generation import provider_text_response
 
-    return llm_generate(
+    return provider_text_response(
+        GeminiProvider.name,
         prompt,
-        system_prompt=system_prompt,
-        provider=GeminiProvider.name,
         model=model,
         temperature=temperature,
         max_tokens=max_tokens,
+        system_prompt=system_prompt,
         user_id=user_id,
-        fallback=False,
-    ).text
+    )
 
 
 def gemini_structured_json_response(
@@ -268,16 +267,15 @@ def gemini_structured_json_response(
     user_id: Any = None,
 ) -> dict:
     """A dict valid against ``schema``, from Gemini (no fallback to other providers)."""
-    from .main_text_generation import llm_generate
+    from .main_text_generation import provider_structured_response
 
-    return llm_generate(
+    return provider_structured_response(
+        GeminiProvider.name,
         prompt,
-        system_prompt=system_prompt,
-        json_struct=schema,
-        provider=GeminiProvider.name,
+        schema,
         model=model,
         temperature=temperature,
         max_tokens=max_tokens,
+        system_prompt=system_prompt,
         user_id=user_id,
-        fallback=False,
-    ).data
+    )

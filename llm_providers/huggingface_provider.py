@@ -102,18 +102,17 @@ def huggingface_text_response(
 ) -> str:
     """Text from Hugging Face (``HF_MODEL`` by default; no fallback to other providers)."""
     # Imported here: the router imports this module (through the registry).
-    from .main_text_generation import llm_generate
+    from .main_text_generation import provider_text_response
 
-    return llm_generate(
+    return provider_text_response(
+        HuggingFaceProvider.name,
         prompt,
-        system_prompt=system_prompt,
-        provider=HuggingFaceProvider.name,
         model=model,
         temperature=temperature,
         max_tokens=max_tokens,
+        system_prompt=system_prompt,
         user_id=user_id,
-        fallback=False,
-    ).text
+    )
 
 
 def huggingface_structured_json_response(
@@ -127,16 +126,15 @@ def huggingface_structured_json_response(
     user_id: Any = None,
 ) -> dict:
     """A dict valid against ``schema``, from Hugging Face (no fallback to other providers)."""
-    from .main_text_generation import llm_generate
+    from .main_text_generation import provider_structured_response
 
-    return llm_generate(
+    return provider_structured_response(
+        HuggingFaceProvider.name,
         prompt,
-        system_prompt=system_prompt,
-        json_struct=schema,
-        provider=HuggingFaceProvider.name,
+        schema,
         model=model,
         temperature=temperature,
         max_tokens=max_tokens,
+        system_prompt=system_prompt,
         user_id=user_id,
-        fallback=False,
-    ).data
+    )

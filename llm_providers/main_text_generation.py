@@ -108,3 +108,20 @@ def llm_stream(
         user_id=user_id,
         fallback=fallback,
     )
+
+
+# --- The bodies of the seed's provider functions ---------------------------------------------
+# ``openrouter_text_response`` & co. live in their provider modules (their import paths are the
+# seed's API); they call one provider and never fall back: the caller chose it.
+
+
+def provider_text_response(provider: str, prompt: str, **options: Any) -> str:
+    """Text from one named provider, no fallback (``model`` etc. as in ``llm_generate``)."""
+    return llm_generate(prompt, provider=provider, fallback=False, **options).text
+
+
+def provider_structured_response(provider: str, prompt: str, schema: dict, **options: Any) -> dict:
+    """A dict valid against ``schema`` from one named provider, no fallback."""
+    return llm_generate(
+        prompt, provider=provider, json_struct=schema, fallback=False, **options
+    ).data

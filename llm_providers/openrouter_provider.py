@@ -123,18 +123,17 @@ def openrouter_text_response(
 ) -> str:
     """Text from OpenRouter (no fallback to other providers: the caller chose this one)."""
     # Imported here: the router imports this module (through the registry).
-    from .main_text_generation import llm_generate
+    from .main_text_generation import provider_text_response
 
-    return llm_generate(
+    return provider_text_response(
+        OpenRouterProvider.name,
         prompt,
-        system_prompt=system_prompt,
-        provider=OpenRouterProvider.name,
         model=model,
         temperature=temperature,
         max_tokens=max_tokens,
+        system_prompt=system_prompt,
         user_id=user_id,
-        fallback=False,
-    ).text
+    )
 
 
 def openrouter_structured_json_response(
@@ -148,16 +147,15 @@ def openrouter_structured_json_response(
     user_id: Any = None,
 ) -> dict:
     """A dict valid against ``schema``, from OpenRouter (no fallback to other providers)."""
-    from .main_text_generation import llm_generate
+    from .main_text_generation import provider_structured_response
 
-    return llm_generate(
+    return provider_structured_response(
+        OpenRouterProvider.name,
         prompt,
-        system_prompt=system_prompt,
-        json_struct=schema,
-        provider=OpenRouterProvider.name,
+        schema,
         model=model,
         temperature=temperature,
         max_tokens=max_tokens,
+        system_prompt=system_prompt,
         user_id=user_id,
-        fallback=False,
-    ).data
+    )
