@@ -79,6 +79,24 @@ class ChatContentField(serializers.JSONField):
     """A message's content as the schema documents it: a string or a list of text parts."""
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+            "json_schema": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "schema": {"type": "object"}},
+                "required": ["schema"],
+            },
+        },
+        "required": ["type"],
+    }
+)
+class ResponseFormatField(serializers.DictField):
+    """``response_format`` as the schema documents it (OpenAI's shape)."""
+
+
 class ChatMessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant"])
     content = ChatContentField()
@@ -110,7 +128,7 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
     max_completion_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1)
     stream = StrictBooleanField(required=False, default=False)
     stream_options = serializers.DictField(required=False, allow_null=True)
-    response_format = serializers.DictField(required=False, allow_null=True)
+    response_format = ResponseFormatField(required=False, allow_null=True)
     n = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=1)
 
     def validate_response_format(self, value):
