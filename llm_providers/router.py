@@ -223,6 +223,22 @@ def _all_failed(attempts: list[Attempt]) -> AllProvidersFailed:
 # --- Entry points ----------------------------------------------------------------------------
 
 
+def _prepare(
+    messages: Sequence[Message],
+    *,
+    provider: str | None,
+    user_id: Any,
+    fallback: bool,
+    **params: Any,
+) -> tuple[ChatRequest, int | None, list[Step], Reservation | None]:
+    """Everything settled before the first upstream request, in order: validation (caller
+    errors), the provider chain (configuration errors), the budget reservation."""
+    request = build_request(messages, **params)
+    uid = user_pk(user_id)
+    steps = plan(provider, request.model or None, fallback=fallback, keys=resolve_keys())
+    return request, uid, steps, _reserve(uid, request, steps)
+
+
 def generate(
     messages: Sequence[Message],
     *,
@@ -236,17 +252,17 @@ def generate(
     fallback: bool = True,
 ) -> Generation:
     """Generate a completion, falling back across providers; raise when none answers."""
-    request = build_request(
+    request, uid, steps, reservation = _prepare(
         messages,
         system_prompt=system_prompt,
         model=model,
         temperature=temperature,
         max_tokens=max_tokens,
         json_schema=json_schema,
+        provider=provider,
+        user_id=user_id,
+        fallback=fallback,
     )
-    uid = user_pk(user_id)
-    steps = plan(provider, request.model or None, fallback=fallback, keys=resolve_keys())
-    reservation = _reserve(uid, request, steps)
     request_id = uuid.uuid4().hex
     attempts: list[Attempt] = []
     try:
@@ -296,17 +312,17 @@ def stream(
     possible until the first text arrives; after that an upstream failure ends the stream with
     ``AllProvidersFailed``. A stream closed early by its consumer is accounted as abandoned.
     """
-    request = build_request(
+    request, uid, steps, reservation = _prepare(
         messages,
         system_prompt=system_prompt,
         model=model,
         temperature=temperature,
         max_tokens=max_tokens,
         json_schema=None,
+        provider=provider,
+        user_id=user_id,
+        fallback=fallback,
     )
-    uid = user_pk(user_id)
-    steps = plan(provider, request.model or None, fallback=fallback, keys=resolve_keys())
-    reservation = _reserve(uid, request, steps)
     return _stream(request, uid, steps, reservation)
 
 
