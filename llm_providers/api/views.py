@@ -16,6 +16,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -177,11 +178,24 @@ class CSVRenderer(BaseRenderer):
         return data.encode() if isinstance(data, str) else b""
 
 
+class FormatParameterWins(DefaultContentNegotiation):
+    """``?format=csv`` is an explicit choice: honour it whatever ``Accept`` says (a client
+    sending ``Accept: application/json`` by habit would otherwise get a 406)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        wanted = format_suffix or request.query_params.get(self.settings.URL_FORMAT_OVERRIDE)
+        for renderer in renderers:
+            if wanted and renderer.format == wanted:
+                return renderer, renderer.media_type
+        return super().select_renderer(request, renderers, format_suffix)
+
+
 class CostReportView(APIView):
     """Staff: cost per user, provider, model or day over an inclusive date range."""
 
     permission_classes = [IsAdminUser]
     renderer_classes = [JSONRenderer, CSVRenderer]
+    content_negotiation_class = FormatParameterWins
 
     def handle_exception(self, exc):
         # Errors are the JSON error body (SPEC §8), also when CSV was asked for.

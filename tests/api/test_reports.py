@@ -265,3 +265,12 @@ def test_refusals_are_the_json_error_body_also_for_csv(api, anon, fmt):
     params = {"format": fmt} if fmt else {}
     assert_error(api.get(REPORT, params), 403, "permission_denied")
     assert_error(anon.get(REPORT, params), 401, "not_authenticated")
+
+
+def test_csv_is_given_even_when_the_client_accepts_json(staff_api, march):
+    response = staff_api.get(
+        REPORT, {**MARCH, "group_by": "provider", "format": "csv"}, HTTP_ACCEPT="application/json"
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert response.content.decode().splitlines()[0] == "key,calls,tokens,cost"
