@@ -33,8 +33,9 @@ export DB_DESCRIPTION
 
 host = $(call setting,HOST,127.0.0.1)
 port = $(call setting,PORT,8000)
+threads = $(call setting,GUNICORN_THREADS,128)
 
-.PHONY: help venv run serve test lint fmt clean
+.PHONY: help venv run serve bench test lint fmt clean
 
 help: ## list the targets
 	@echo "make targets:"
@@ -74,10 +75,14 @@ run: $(STAMP) .env ## dev server: .venv, .env, migrations, admin account, runser
 	@echo "==> Serving on http://$(host):$(port)/ (Ctrl-C stops)"
 	@DEBUG="$(call setting,DEBUG,true)" $(MANAGE) runserver "$(host):$(port)"
 
-# The production server. Long upstream calls wait on I/O, so threads (gthread), not processes,
-# hold the concurrency. It needs a stable SECRET_KEY: a per-process random one would give each
-# worker its own sessions and its own derived encryption key. No control socket: gunicorn 27 would
-# put one in ~/.gunicorn, shared by every instance of the user.
+# The production server. A generation waits on its upstream for seconds, so threads hold the
+# concurrency (gthread): 3 workers x 128 threads keep 384 requests in flight on 2 cores, and
+# --worker-connections = threads, so no worker accepts a connection it has no thread for (the
+# others, or the backlog, take it). Measured against gevent and other worker counts with
+# `make bench` (README, "Serving"). alwrity.gunicorn_hooks prepares each worker (URLconf
+# imported, garbage collector tuned). It needs a stable SECRET_KEY: a per-process random one
+# would give each worker its own sessions and its own derived encryption key. No control
+# socket: gunicorn 27 would put one in ~/.gunicorn, shared by every instance of the user.
 serve: $(STAMP) ## production server (gunicorn) on HOST:PORT; migrates first, creates no users
 	@if [ -z "$${SECRET_KEY:-}" ] && ! grep -qE '^[[:space:]]*SECRET_KEY[[:space:]]*=[[:space:]]*[^[:space:]]' .env 2>/dev/null; then \
 		echo "error: make serve needs SECRET_KEY, in the environment or in .env (make run, or $(PY) -m alwrity.envfile, writes one)" >&2; \
@@ -87,12 +92,20 @@ serve: $(STAMP) ## production server (gunicorn) on HOST:PORT; migrates first, cr
 	@echo "==> gunicorn on http://$(host):$(port)/"
 	@exec $(BIN)/gunicorn alwrity.wsgi:application \
 		--bind "$(host):$(port)" \
-		--worker-class gthread \
-		--workers "$(call setting,GUNICORN_WORKERS,2)" \
-		--threads "$(call setting,GUNICORN_THREADS,32)" \
+		--worker-class "$(call setting,GUNICORN_WORKER_CLASS,gthread)" \
+		--workers "$(call setting,GUNICORN_WORKERS,3)" \
+		--threads "$(threads)" \
+		--worker-connections "$(call setting,GUNICORN_WORKER_CONNECTIONS,$(threads))" \
+		--backlog "$(call setting,GUNICORN_BACKLOG,2048)" \
 		--timeout "$(call setting,GUNICORN_TIMEOUT,120)" \
+		--config python:alwrity.gunicorn_hooks \
 		--no-control-socket \
 		--access-logfile -
+
+# Starts the fake upstream and `make serve` on free loopback ports (a throwaway database), and
+# measures the gateway against calling the fake directly. BENCH_ARGS: e.g. "--duration 5".
+bench: $(STAMP) ## benchmark make serve against the fake upstream; writes bench/RESULTS.md
+	@$(PY) -m bench.run $(BENCH_ARGS)
 
 # ALWRITY_ENV_FILE= : a developer's .env (keys, DEBUG, ...) never reaches the tests. DATABASE_URL
 # from the environment still does: CI uses it to run the suite on PostgreSQL.

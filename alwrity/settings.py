@@ -89,6 +89,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _sqlite_options.setdefault(
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
+    # Persistent connections (one per server thread): opening one costs its PRAGMAs and
+    # Django's function registrations, and closing the last one checkpoints the WAL into the
+    # database file (an fsync) — on every request, without this. (PostgreSQL: set
+    # ?conn_max_age= in DATABASE_URL, within the server's max_connections.)
+    DATABASES["default"].setdefault("CONN_MAX_AGE", None)
 
 if env.str("REDIS_URL", default=""):
     CACHES = {
@@ -180,7 +185,8 @@ LLM_API_RATE = env.str("LLM_API_RATE", default="600/min")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an unauthenticated request gets 401 with WWW-Authenticate, not 403.
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's tokens, with the user's budget loaded in the same query.
+        "llm_providers.api.authentication.TokenAuthentication",
         "llm_providers.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],

@@ -8,4 +8,10 @@ class LLMProvidersConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the system checks (encryption key in production, GPT_PROVIDER value).
-        from . import checks  # noqa: F401
+        from . import (
+            checks,  # noqa: F401
+            freshness,
+        )
+
+        # The rows the hot path caches per process (keys, API tokens, users, budgets).
+        freshness.watch_models()

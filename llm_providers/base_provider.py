@@ -293,16 +293,20 @@ class Provider:
         return response, made
 
     def _send_once(self, call: HTTPCall, *, stream: bool) -> requests.Response:
+        session = http_session()
         try:
-            response = http_session().request(
-                call.method,
-                call.url,
-                headers=dict(call.headers),
+            # What Session.request() does, less the merging of per-call cookies, auth, hooks,
+            # proxies and environment settings that this session never has: a tenth of a
+            # call's CPU in the server. The session's headers come first, the call's win.
+            prepared = requests.PreparedRequest()
+            prepared.prepare(
+                method=call.method,
+                url=call.url,
+                headers={**session.headers, **call.headers},
                 json=call.json,
                 params=call.params,
-                timeout=self.timeout,
-                stream=stream,
             )
+            response = session.send(prepared, timeout=self.timeout, stream=stream)
         except requests.exceptions.RequestException as exc:
             if _timed_out(exc):
                 raise self._retryable(

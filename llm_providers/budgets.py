@@ -16,6 +16,7 @@ from decimal import Decimal
 from django.db.models import F, Value
 
 from .conf import llm_settings
+from .db import write_transaction
 from .exceptions import BudgetExceeded
 from .models import UsageBudget, UsageSummary, billing_period
 from .money import ZERO, MoneyField, money_str, to_money
@@ -41,13 +42,43 @@ class Reservation:
     calls: int = 1
 
 
-def limits_for(user_id: int | None) -> Limits:
+# Set on a user object by the API's token authentication, which loads the user's budget row
+# (or its absence) in the same query as the user: ``limits_for`` then needs no query of its own.
+PRELOADED_MARK = "_llm_budget_preloaded"
+_NOT_LOADED = object()
+
+
+def mark_preloaded(user) -> None:
+    """Say that ``user`` was just loaded with ``select_related("llm_budget")``."""
+    setattr(user, PRELOADED_MARK, True)
+
+
+def _preloaded_budget(user):
+    """The budget row loaded with ``user`` by this request's authentication (None when the user
+    has none), or ``_NOT_LOADED``. Only a fresh load counts: a budget cached on a long-lived
+    user object by an earlier attribute access could be stale."""
+    if user is None or not getattr(user, PRELOADED_MARK, False):
+        return _NOT_LOADED
+    relation = UsageBudget._meta.get_field("user").remote_field
+    if not relation.is_cached(user):
+        return _NOT_LOADED
+    return relation.get_cached_value(user)
+
+
+def limits_for(user_id: int | None, user=None) -> Limits:
+    """The user's monthly limits. ``user``: the user object, when the caller has it (its
+    preloaded budget row saves the query)."""
     if user_id is None:
         return Limits(None, None)  # system usage has no budget
-    row = UsageBudget.objects.filter(user_id=user_id).values_list(
-        "monthly_cost_limit", "monthly_call_limit"
-    )
-    found = list(row)
+    budget = _preloaded_budget(user) if getattr(user, "pk", None) == user_id else _NOT_LOADED
+    if budget is _NOT_LOADED:
+        found = list(
+            UsageBudget.objects.filter(user_id=user_id).values_list(
+                "monthly_cost_limit", "monthly_call_limit"
+            )
+        )
+    else:
+        found = [] if budget is None else [(budget.monthly_cost_limit, budget.monthly_call_limit)]
     if found:
         cost, calls = found[0]
         return Limits(cost, calls)
@@ -65,14 +96,24 @@ def summary_row(user_id: int | None, period: str) -> UsageSummary:
     return UsageSummary.objects.get_or_create(user_id=user_id, period=period)[0]
 
 
-def reserve(user_id: int | None, estimate: Decimal) -> Reservation | None:
-    """Reserve ``estimate`` USD and one call, or raise BudgetExceeded. None when unlimited."""
-    limits = limits_for(user_id)
+def reserve(user_id: int | None, estimate: Decimal, *, user=None) -> Reservation | None:
+    """Reserve ``estimate`` USD and one call, or raise BudgetExceeded. None when unlimited.
+
+    ``user``: the user object, when the caller has it (see ``limits_for``)."""
+    limits = limits_for(user_id, user)
     if limits.unlimited:
         return None
     assert user_id is not None
     period = billing_period()
     estimate = to_money(max(estimate, ZERO))
+    with write_transaction():
+        updated = _reserve_on_row(user_id, period, limits, estimate)
+    if updated:
+        return Reservation(user_id=user_id, period=period, cost=estimate)
+    raise _exceeded(user_id, period, limits, estimate)
+
+
+def _reserve_on_row(user_id: int, period: str, limits: Limits, estimate: Decimal) -> int:
     summary_row(user_id, period)
     amount = Value(estimate, output_field=MoneyField())
     rows = UsageSummary.objects.filter(user_id=user_id, period=period)
@@ -86,12 +127,9 @@ def reserve(user_id: int | None, estimate: Decimal) -> Reservation | None:
         )
     if limits.calls is not None:
         rows = rows.filter(total_calls__lte=limits.calls - 1 - F("reserved_calls"))
-    updated = rows.update(
+    return rows.update(
         reserved_cost=F("reserved_cost") + amount, reserved_calls=F("reserved_calls") + 1
     )
-    if updated:
-        return Reservation(user_id=user_id, period=period, cost=estimate)
-    raise _exceeded(user_id, period, limits, estimate)
 
 
 def _exceeded(user_id: int, period: str, limits: Limits, estimate: Decimal) -> BudgetExceeded:

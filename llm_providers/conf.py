@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     # Retry-After that would cross it ends the retries (and the router falls back).
     "LLM_RETRY_TOTAL_TIMEOUT": 120.0,
     # Size of the pooled HTTP connections per upstream host, shared by a process's threads.
-    "LLM_HTTP_POOL_SIZE": 64,
+    "LLM_HTTP_POOL_SIZE": 256,
     "LLM_ENCRYPTION_KEYS": [],
     # Defaults of the seed functions when a caller gives none (text vs structured JSON).
     "LLM_DEFAULT_TEMPERATURE": 0.7,
@@ -47,6 +47,13 @@ DEFAULTS: dict[str, Any] = {
     "LLM_DEFAULT_MONTHLY_CALL_LIMIT": None,
     # Seconds a process keeps the price table in memory (a save in the admin clears it).
     "LLM_PRICE_CACHE_SECONDS": 60.0,
+    # Seconds a process keeps the resolved provider keys (a key saved or deleted in the same
+    # process clears them at once; other processes see the change within this time). 0: off.
+    "LLM_KEY_CACHE_SECONDS": 2.0,
+    # Seconds a process keeps what an API token resolved to (its user and budget). Changes
+    # through the models reach every process of the machine at once (llm_providers.freshness);
+    # this bounds the rest (other machines, raw SQL). 0: off.
+    "LLM_AUTH_CACHE_SECONDS": 2.0,
     # Raise when usage cannot be recorded (always logged with the spend either way).
     "LLM_STRICT_ACCOUNTING": False,
     # Upper bounds a request is validated against.

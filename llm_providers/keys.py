@@ -1,13 +1,21 @@
-"""Key resolution: the provider's active key in the database, else its environment variable."""
+"""Key resolution: the provider's active key in the database, else its environment variable.
+
+Every call resolves the keys, so each process keeps the answer (decrypted) for at most
+``LLM_KEY_CACHE_SECONDS``; a key saved or deleted through the models takes effect at once in
+every process of the machine (``freshness``), other changes within that time.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
+from django.core.signals import setting_changed
+from django.db import connection
 from django.utils import timezone
 
-from .conf import llm_settings
+from . import freshness
+from .conf import DEFAULTS, llm_settings
 from .models import APIKey, mask_secret
 
 
@@ -42,8 +50,43 @@ def stored_key(row: APIKey) -> ResolvedKey:
     )
 
 
+_cached: tuple[dict[str, ResolvedKey], float, tuple] | None = None  # (keys, when, stamp)
+
+
 def resolve_keys() -> dict[str, ResolvedKey]:
-    """Every provider's key, resolved with one query: {provider name: ResolvedKey}."""
+    """Every provider's key: {provider name: ResolvedKey}. At most one query, none while this
+    process's cached answer is fresh (see the module docstring)."""
+    global _cached
+    ttl = float(llm_settings.LLM_KEY_CACHE_SECONDS)
+    stamp = freshness.current()
+    cached = _cached
+    if cached is not None and cached[2] == stamp and time.monotonic() - cached[1] < ttl:
+        return dict(cached[0])
+    keys = _read_keys()
+    # Inside a transaction the rows read may still be rolled back: not kept.
+    if ttl > 0 and not connection.in_atomic_block:
+        _cached = (keys, time.monotonic(), stamp)
+    return dict(keys)
+
+
+def invalidate_keys(**kwargs) -> None:
+    """Forget the cached keys of this process."""
+    global _cached
+    _cached = None
+    freshness.invalidate_all()
+
+
+def _setting_changed(*, setting: str, **kwargs) -> None:
+    # Environment keys, and SECRET_KEY / LLM_ENCRYPTION_KEYS that decrypt the stored ones.
+    if setting in DEFAULTS or setting == "SECRET_KEY":
+        invalidate_keys()
+
+
+setting_changed.connect(_setting_changed)
+
+
+def _read_keys() -> dict[str, ResolvedKey]:
+    """Every provider's key, resolved with one query."""
     from .registry import PROVIDER_CLASSES
 
     rows = {row.provider: row for row in APIKey.objects.filter(active=True)}

@@ -179,6 +179,13 @@ def _attempt_succeeded(step: Step, completion: Completion) -> Attempt:
     )
 
 
+def _estimated_usage(request: ChatRequest, text: list[str]) -> Usage:
+    """Tokens of a stream cut off before the provider reported usage, estimated from text."""
+    prompt = estimate_tokens(_prompt_chars(request))
+    completion = estimate_tokens(len("".join(text)))
+    return Usage(prompt, completion, prompt + completion)
+
+
 def _prompt_chars(request: ChatRequest) -> int:
     return sum(len(m.content) for m in request.messages) + len(request.system_prompt or "")
 
@@ -187,14 +194,18 @@ def _ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-def _reserve(uid: int | None, request: ChatRequest, steps: list[Step]) -> Reservation | None:
-    """Reserve the worst case of the chain against the user's budget (BudgetExceeded if not)."""
+def _reserve(
+    uid: int | None, request: ChatRequest, steps: list[Step], user: Any = None
+) -> Reservation | None:
+    """Reserve the worst case of the chain against the user's budget (BudgetExceeded if not).
+
+    ``user``: the caller's ``user_id`` argument; a user object may carry its budget row."""
     chars = _prompt_chars(request)
     max_tokens = request.max_tokens or int(llm_settings.LLM_DEFAULT_MAX_TOKENS)
     estimate = max(
         worst_case_cost(step.provider.name, step.model, chars, max_tokens) for step in steps
     )
-    return budgets.reserve(uid, estimate)
+    return budgets.reserve(uid, estimate, user=user if hasattr(user, "pk") else None)
 
 
 def _account(
@@ -236,7 +247,7 @@ def _prepare(
     request = build_request(messages, **params)
     uid = user_pk(user_id)
     steps = plan(provider, request.model or None, fallback=fallback, keys=resolve_keys())
-    return request, uid, steps, _reserve(uid, request, steps)
+    return request, uid, steps, _reserve(uid, request, steps, user_id)
 
 
 def generate(
@@ -354,7 +365,13 @@ def _stream(
                 attempts.append(_abandoned(step, upstream, request, started))
                 raise
             except LLMError as exc:
-                attempts.append(_attempt_failed(step, exc, started))
+                attempt = _attempt_failed(step, exc, started)
+                if attempt.partial_usage is None and upstream.state.text:
+                    # Text reached the caller, so the provider generated (and bills) it, but
+                    # its usage report never came: charge an estimate, flagged as one.
+                    attempt.partial_usage = _estimated_usage(request, upstream.state.text)
+                    attempt.usage_estimated = True
+                attempts.append(attempt)
                 if isinstance(exc, ProviderFailure) and not upstream.state.text:
                     continue  # nothing reached the caller yet: the next provider may answer
                 if isinstance(exc, ProviderFailure):
@@ -396,10 +413,7 @@ def _abandoned(
     state = upstream.state
     usage, estimated = (completion.usage if completion else state.usage), False
     if usage is None:
-        prompt = estimate_tokens(_prompt_chars(request))
-        completion_tokens = estimate_tokens(len("".join(state.text)))
-        usage = Usage(prompt, completion_tokens, prompt + completion_tokens)
-        estimated = True
+        usage, estimated = _estimated_usage(request, state.text), True
     return Attempt(
         provider=step.provider.name,
         model=state.model,

@@ -2,6 +2,7 @@
 
 import json
 import re
+import threading
 from typing import Any
 
 from jsonschema import exceptions as jsonschema_exceptions
@@ -24,9 +25,59 @@ class SchemaMismatch(ValueError):
 def check_schema(schema: Any) -> None:
     """Refuse a schema that is not a JSON object or not a valid JSON Schema (caller error),
     including one with a ``$ref`` that cannot be resolved (found only when validating a reply,
-    after the upstream call, otherwise)."""
+    after the upstream call, otherwise).
+
+    Checking a schema against its metaschema takes milliseconds, and callers send the same
+    few schemas again and again (the API checks each request's schema twice: the serializer,
+    then the router), so schemas found valid are remembered by their JSON text.
+    """
     if not isinstance(schema, dict):
         raise InvalidRequest("The JSON schema must be a JSON object.", field="json_schema")
+    key = _cache_key(schema)
+    if key is not None and key in _valid_schemas:
+        return
+    _check_schema(schema)
+    if key is not None:
+        with _valid_schemas_lock:
+            _valid_schemas[key] = None
+            while len(_valid_schemas) > _VALID_SCHEMAS_MAX:
+                _valid_schemas.pop(next(iter(_valid_schemas)))  # the oldest
+
+
+# At most this many schemas of at most this many characters each are remembered (16 MiB).
+_VALID_SCHEMAS_MAX = 512
+_VALID_SCHEMA_MAX_CHARS = 32 * 1024
+_valid_schemas: dict[str, None] = {}  # insertion-ordered: the oldest first
+_valid_schemas_lock = threading.Lock()
+
+
+def _cache_key(schema: dict) -> str | None:
+    """The schema's canonical JSON text, or None when that text does not stand for exactly this
+    schema (tuples, non-string keys, NaN, objects JSON cannot hold), or the schema is too big
+    to keep: such a schema is checked every time."""
+    try:
+        text = json.dumps(schema, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if len(text) > _VALID_SCHEMA_MAX_CHARS:
+        return None
+    try:
+        same = json.loads(text) == schema and _only_json_types(schema)
+    except RecursionError:
+        return None
+    return text if same else None
+
+
+def _only_json_types(value: Any) -> bool:
+    # == alone would take True for 1 and a tuple for a list; the metaschema would not.
+    if isinstance(value, dict):
+        return all(_only_json_types(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_only_json_types(v) for v in value)
+    return value is None or type(value) in (str, int, float, bool)
+
+
+def _check_schema(schema: dict) -> None:
     if not isinstance(schema.get("$schema", ""), str):
         raise InvalidRequest("The JSON schema's $schema must be a string.", field="json_schema")
     try:

@@ -9,7 +9,7 @@ fails as a connection error, so no test reaches the network.
 import pytest
 import responses
 
-from llm_providers import base_provider, pricing
+from llm_providers import base_provider, keys, pricing
 
 OPENROUTER_URL = "https://openrouter.test/api/v1"
 GEMINI_URL = "https://gemini.test/v1beta"
@@ -73,6 +73,15 @@ def fresh_price_cache():
     pricing.invalidate()
     yield
     pricing.invalidate()
+
+
+@pytest.fixture(autouse=True)
+def fresh_key_cache():
+    """Each test sees the keys of its own database (a transactional test's flush sends no
+    signal)."""
+    keys.invalidate_keys()
+    yield
+    keys.invalidate_keys()
 
 
 @pytest.fixture(autouse=True)

@@ -514,3 +514,22 @@ def test_stream_validation_happens_before_iteration(use_keys, http):
     with pytest.raises(InvalidRequest):
         llm_stream("hi", temperature=5)
     assert len(http.calls) == 0
+
+
+def test_openrouter_stream_broken_after_text_is_charged_an_estimate(use_keys, http):
+    # The text reached the caller, so it was generated and billed; the usage chunk never came.
+    use_keys("openrouter")
+    body = ": OPENROUTER PROCESSING\n\n" + sse(
+        {"id": "g", "model": "openai/gpt-4-turbo", "choices": [{"delta": {"content": "12345678"}}]},
+        sep="\n\n",
+    )  # ends without a finish chunk, usage or [DONE]
+    http.post(OPENROUTER_CHAT, body=body, content_type="text/event-stream")
+    stream = llm_stream("x" * 40)
+    assert next(stream).text == "12345678"
+    with pytest.raises(AllProvidersFailed):
+        next(stream)
+    [entry] = LedgerEntry.objects.all()
+    assert (entry.status, entry.error_code) == ("error", "provider_error")
+    assert (entry.prompt_tokens, entry.completion_tokens) == (10, 2)
+    assert entry.cost_source == "estimated"
+    assert entry.cost == Decimal("0.000160")

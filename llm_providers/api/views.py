@@ -68,7 +68,7 @@ class GenerateView(APIView):
         generation = llm_generate(
             args.pop("prompt"), json_struct=json_schema, user_id=request.user, **args
         )
-        return Response(s.GenerationSerializer(generation).data)
+        return Response(s.generation_data(generation))
 
 
 def _period(value: str | None) -> str:

@@ -1,0 +1,326 @@
+"""The generation hot path: how many queries a call makes, and that what it caches per process
+(keys, tokens with their users and budgets, valid schemas) never outlives a change.
+
+Transactional tests: the caches are not filled inside a transaction (the rows read there could
+still be rolled back), so only outside one do they show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+
+from llm_providers import db, freshness, keys, structured
+from llm_providers.api import serializers as s
+from llm_providers.models import APIKey, LedgerEntry, UsageBudget, UsageSummary
+from llm_providers.results import Attempt, Completion, Generation, Usage
+from tests.api.support import API
+from tests.conftest import FAKE_KEYS
+from tests.providers.wire import (
+    OPENROUTER_CHAT,
+    gemini_generate_url,
+    gemini_response,
+    or_completion,
+)
+
+GENERATE = API + "generate/"
+GEMINI = gemini_generate_url()
+transactional = pytest.mark.django_db(transaction=True)
+
+
+def generate(client, **body):
+    return client.post(GENERATE, {"prompt": "hello", **body}, format="json")
+
+
+def statements(queries) -> list[str]:
+    """The captured SQL, without transaction control (BEGIN/COMMIT/SAVEPOINT)."""
+    return [
+        q["sql"]
+        for q in queries
+        if not q["sql"].upper().startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
+    ]
+
+
+# --- Queries per call ---------------------------------------------------------------------------
+
+
+@transactional
+def test_a_generation_makes_two_writes_and_no_reads_once_warm(api, http, use_keys):
+    use_keys("gemini")
+    http.post(GEMINI, body=gemini_response("hi"))
+    assert generate(api).status_code == 200  # fills the caches: token, keys
+
+    with CaptureQueriesContext(connection) as queries:
+        assert generate(api).status_code == 200
+
+    sql = statements(queries.captured_queries)
+    # The accounting: one UPDATE of the summary, one INSERT of the ledger row. Nothing else:
+    # the token (with its user and budget) and the keys come from this process's caches.
+    assert len(sql) == 2, sql
+    assert sql[0].startswith("UPDATE") and "usagesummary" in sql[0]
+    assert sql[1].startswith("INSERT") and "ledgerentry" in sql[1]
+
+
+@transactional
+def test_a_cold_generation_reads_the_token_and_keys_once(api, http, use_keys):
+    use_keys("gemini")
+    http.post(GEMINI, body=gemini_response("hi"))
+    with CaptureQueriesContext(connection) as queries:
+        assert generate(api).status_code == 200
+    sql = statements(queries.captured_queries)
+    # token + user + budget in one SELECT; the keys; the price table; the summary row created
+    # on the first call of the month (UPDATE, SELECT, INSERT, UPDATE); the ledger row.
+    assert len(sql) <= 8, sql
+    assert sum("authtoken_token" in q for q in sql) == 1
+    assert sum("llm_providers_usagebudget" in q for q in sql) == 1  # joined to the token
+
+
+@pytest.mark.django_db
+def test_the_budget_comes_with_the_token(api, user, http, use_keys):
+    use_keys("gemini")
+    UsageBudget.objects.create(user=user, monthly_call_limit=1)
+    http.post(GEMINI, body=gemini_response("hi"))
+    with CaptureQueriesContext(connection) as queries:
+        assert generate(api).status_code == 200
+    budget_reads = [q for q in statements(queries.captured_queries) if "usagebudget" in q]
+    assert len(budget_reads) == 1 and "authtoken_token" in budget_reads[0]
+    assert generate(api).status_code == 402  # and it is enforced
+
+
+# --- The caches keep up with changes -----------------------------------------------------------
+
+
+@transactional
+def test_a_key_added_in_the_admin_is_used_by_the_next_call(api, http):
+    http.post(GEMINI, body=gemini_response("hi"))
+    http.post(OPENROUTER_CHAT, body=or_completion("hi"))
+    assert generate(api).status_code == 503  # no key: nothing configured (and cached)
+
+    key = APIKey(provider="openrouter", label="new")
+    key.set_secret(FAKE_KEYS["openrouter"])
+    key.save()
+    response = generate(api)
+    assert response.status_code == 200 and response.json()["provider"] == "openrouter"
+
+    key.delete()
+    assert generate(api).status_code == 503
+
+
+@transactional
+def test_another_process_s_change_is_seen_at_the_next_call(api, http, settings):
+    settings.LLM_KEY_CACHE_SECONDS = 3600  # only the marker can tell
+    http.post(OPENROUTER_CHAT, body=or_completion("hi"))
+    assert generate(api).status_code == 503
+    key = APIKey(provider="openrouter", label="elsewhere")
+    key.set_secret(FAKE_KEYS["openrouter"])
+    # Saved without this process's signals, as by another process ...
+    APIKey.objects.bulk_create([key])
+    assert generate(api).status_code == 503  # ... so the cached answer still stands,
+    freshness._committed()  # until that process's commit touches the marker file.
+    assert generate(api).status_code == 200
+
+
+@transactional
+def test_changes_without_signals_are_seen_within_the_time_to_live(api, http, monkeypatch):
+    http.post(OPENROUTER_CHAT, body=or_completion("hi"))
+    assert generate(api).status_code == 503
+    key = APIKey(provider="openrouter")
+    key.set_secret(FAKE_KEYS["openrouter"])
+    APIKey.objects.bulk_create([key])  # no signal, no marker
+    later = time.monotonic() + 2.5
+    monkeypatch.setattr(keys.time, "monotonic", lambda: later)
+    assert generate(api).status_code == 200
+
+
+@transactional
+def test_a_deleted_token_or_deactivated_user_is_refused_at_once(api, user, http, use_keys):
+    use_keys("gemini")
+    http.post(GEMINI, body=gemini_response("hi"))
+    assert generate(api).status_code == 200  # the token is cached now
+
+    user.is_active = False
+    user.save()
+    assert generate(api).status_code == 401
+    user.is_active = True
+    user.save()
+    assert generate(api).status_code == 200
+
+    Token.objects.filter(user=user).delete()
+    assert generate(api).status_code == 401
+
+
+@transactional
+def test_a_budget_set_after_the_token_was_cached_is_enforced(api, user, http, use_keys):
+    use_keys("gemini")
+    http.post(GEMINI, body=gemini_response("hi"))
+    assert generate(api).status_code == 200
+    budget = UsageBudget.objects.create(user=user, monthly_call_limit=1)
+    assert generate(api).status_code == 402  # one call this month already
+    budget.monthly_call_limit = 5
+    budget.save()
+    assert generate(api).status_code == 200
+
+
+@transactional
+def test_requests_get_their_own_user_objects(api, user, http, use_keys):
+    from llm_providers.api.authentication import TokenAuthentication
+
+    use_keys("gemini")
+    http.post(GEMINI, body=gemini_response("hi"))
+    generate(api)
+    key = Token.objects.get(user=user).key
+    first, _ = TokenAuthentication().authenticate_credentials(key)
+    second, _ = TokenAuthentication().authenticate_credentials(key)
+    assert first == second and first is not second
+    first.first_name = "changed by a view"
+    assert second.first_name == ""
+
+
+# --- Group commit -------------------------------------------------------------------------------
+
+
+@transactional
+def test_concurrent_writers_share_transactions_and_a_bad_item_fails_alone():
+    if connection.vendor != "sqlite":
+        pytest.skip("group commit is used on SQLite only")
+    batches: list[list[int]] = []
+    first_in = threading.Event()
+    release = threading.Event()
+
+    def write(items):
+        batches.append(list(items))
+        if items == [0]:
+            first_in.set()
+            release.wait(5)  # the others queue meanwhile
+        if 13 in items:
+            raise ValueError("bad item")
+
+    group = db.GroupCommit(write)
+    errors: dict[int, BaseException] = {}
+
+    def submit(item):
+        try:
+            group.submit(item)
+        except ValueError as exc:
+            errors[item] = exc
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=submit, args=(0,))
+    first.start()
+    assert first_in.wait(5)
+    others = [threading.Thread(target=submit, args=(i,)) for i in (11, 12, 13, 14)]
+    for thread in others:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(group._queues[f"{os.getpid()}:default"]) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for thread in [first, *others]:
+        thread.join(5)
+
+    assert batches[0] == [0]
+    shared = batches[1]
+    assert sorted(shared) == [11, 12, 13, 14]  # one transaction for the four that queued
+    assert sorted(b[0] for b in batches[2:]) == [11, 12, 13, 14]  # it failed: one by one
+    assert list(errors) == [13]
+
+
+@transactional
+def test_concurrent_generations_are_recorded_exactly(http, use_keys, django_user_model):
+    use_keys("gemini")
+    http.post(GEMINI, body=gemini_response("hi"))
+    users = [django_user_model.objects.create_user(f"u{i}") for i in range(3)]
+    from llm_providers.main_text_generation import llm_generate
+
+    def call(i):
+        try:
+            llm_generate("hello", user_id=users[i % 3])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert LedgerEntry.objects.count() == 30
+    for user in users:
+        summary = UsageSummary.objects.get(user=user)
+        entries = LedgerEntry.objects.filter(user=user)
+        assert summary.total_calls == entries.count() == 10
+        assert summary.total_cost == sum((e.cost for e in entries), Decimal(0))
+        assert summary.total_tokens == sum(e.total_tokens for e in entries)
+
+
+# --- Per-request work done once -----------------------------------------------------------------
+
+
+def test_valid_schemas_are_checked_once(monkeypatch):
+    calls = []
+    real = structured._check_schema
+    monkeypatch.setattr(structured, "_check_schema", lambda schema: calls.append(1) or real(schema))
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "x-test": id(calls)}
+    structured.check_schema(schema)
+    structured.check_schema(dict(schema))
+    assert len(calls) == 1
+    bad = {"type": "nonsense", "x-test": id(calls)}
+    for _ in range(2):
+        with pytest.raises(Exception, match="not valid"):
+            structured.check_schema(bad)
+    assert len(calls) == 3  # refusals are never remembered
+    odd = {"type": "object", "enum": ({"a": 1},), "x-test": id(calls)}  # a tuple: not JSON
+    for _ in range(2):
+        with contextlib.suppress(Exception):
+            structured.check_schema(odd)
+    assert len(calls) == 5  # checked every time
+
+
+def test_the_answer_is_the_serializer_s_shape():
+    usage = Usage(3, 5, 8)
+    failed = Attempt(provider="gemini", model="m", requested_model="m", is_fallback=False)
+    failed.requests = 2
+    for data, text in ((None, "hi"), ({"title": "x", "n": [1, 2]}, '{"title": "x"}')):
+        completion = Completion(text=text, provider="openrouter", model="o/m", usage=usage)
+        completion.data = data
+        ok = Attempt(
+            provider="openrouter",
+            model="o/m",
+            requested_model="o/m",
+            is_fallback=True,
+            completion=completion,
+            requests=1,
+        )
+        generation = Generation("abc123", completion, [failed, ok], cost=Decimal("0.0000125"))
+        assert s.generation_data(generation) == s.GenerationSerializer(generation).data
+
+
+def test_the_upstream_connection_is_reused(settings, http):
+    """Calls share the process's pooled session: one connection to the upstream for many calls,
+    and a pool as large as a server worker's threads."""
+    from llm_providers.base_provider import http_session
+    from llm_providers.gemini_provider import GeminiProvider
+    from llm_providers.results import ChatRequest, Message
+    from llm_providers.testing import FakeUpstream
+
+    with FakeUpstream() as fake:
+        http.add_passthru(fake.url)
+        settings.GEMINI_BASE_URL = fake.base_urls["GEMINI_BASE_URL"]
+        provider = GeminiProvider(FAKE_KEYS["gemini"])
+        request = ChatRequest(messages=(Message("user", "hi"),), model="gemini-2.5-flash")
+        for _ in range(5):
+            provider.complete(request)
+        adapter = http_session().get_adapter(settings.GEMINI_BASE_URL)
+        port = int(fake.url.rsplit(":", 1)[1])
+        pool_keys = adapter.poolmanager.pools.keys()  # the container is not iterable
+        pools = [adapter.poolmanager.pools[key] for key in pool_keys if key.key_port == port]
+        assert [(p.num_connections, p.num_requests) for p in pools] == [(1, 5)]
+        assert adapter._pool_maxsize >= 256
