@@ -14,8 +14,8 @@ and a DRF token, and then, for each upstream delay and each concurrency, measure
 
 requests/s, p50 and p99 latency and errors, and the overhead (gateway minus direct). The load
 client is plain asyncio (a minimal HTTP/1.1 client, ``_Connection``) with one keep-alive
-connection per concurrent request, so it takes little of the CPU it shares with the server; the direct
-rows at delay 0 show what client and fake manage together, far above the gateway's rate.
+connection per concurrent request, so it takes little of the CPU it shares with the server;
+the direct rows at delay 0 show what client and fake manage together, far above the gateway.
 
 Each cell runs for ``--warmup`` seconds (not counted: connections open, threads start) and
 then ``--duration`` seconds; a request counts when it *finishes* inside that window, so
@@ -479,9 +479,9 @@ def table(rows: list[dict]) -> list[str]:
     head = (
         "| delay ms | conc. | gateway req/s | gateway p50 ms | gateway p99 ms | errors "
         "| direct req/s | direct p50 ms | direct p99 ms | overhead p50 ms | overhead p99 ms "
-        "| gateway CPU ms/req |"
+        "| gateway CPU ms/req | client CPU ms/req |"
     )
-    lines = [head, "|" + "---:|" * 12]
+    lines = [head, "|" + "---:|" * 13]
     for row in rows:
         g, d = row["gateway"], row["direct"]
         cpu = None
@@ -492,7 +492,8 @@ def table(rows: list[dict]) -> list[str]:
             f"| {row['delay']} | {row['concurrency']} | {g.rps:.1f} | {fmt(g.pct(50))} "
             f"| {fmt(g.pct(99))} | {errors} | {d.rps:.1f} | {fmt(d.pct(50))} "
             f"| {fmt(d.pct(99))} | {fmt(diff(g.pct(50), d.pct(50)))} "
-            f"| {fmt(diff(g.pct(99), d.pct(99)))} | {fmt(cpu, 2)} |"
+            f"| {fmt(diff(g.pct(99), d.pct(99)))} | {fmt(cpu, 2)} "
+            f"| {fmt(g.client_cpu / g.requests * 1000 if g.requests else None, 2)} |"
         )
     return lines
 
@@ -549,7 +550,8 @@ def report(args, rows: list[dict], info: dict[str, str]) -> str:
         f"upstream request ({info['provider']}, `{info['upstream_path']}`) sent straight to the "
         "fake. Overhead: gateway minus direct, per percentile. Gateway CPU: the server's "
         "processes' CPU time in the window, per request (it includes their idle background "
-        "work, which dominates at 1 request/s).",
+        "work, which dominates at 1 request/s); client CPU: the load client's, per gateway "
+        "request.",
         "",
         "The client keeps `concurrency` requests in flight, so once the gateway is saturated "
         "its latency is concurrency / throughput (Little's law): the delay-0 rows at "
