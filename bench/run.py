@@ -147,16 +147,20 @@ class _Connection:
         self.reader = self.writer = None
 
 
-def http_request(url: str, body: dict, headers: dict[str, str]) -> tuple[str, int, bytes]:
-    """(host, port, the bytes of a keep-alive ``POST url`` with ``body`` as JSON)."""
+def http_request(url: str, body: dict | None, headers: dict[str, str]) -> tuple[str, int, bytes]:
+    """(host, port, the bytes of a keep-alive ``POST url`` with ``body`` as JSON; a ``GET``
+    when ``body`` is None)."""
     parts = urllib.parse.urlsplit(url)
-    data = json.dumps(body).encode()
     path = parts.path + (f"?{parts.query}" if parts.query else "")
+    data = b"" if body is None else json.dumps(body).encode()
     lines = [
-        f"POST {path} HTTP/1.1",
+        f"{'GET' if body is None else 'POST'} {path} HTTP/1.1",
         f"Host: {parts.netloc}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(data)}",
+        *(
+            []
+            if body is None
+            else ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+        ),
         *(f"{name}: {value}" for name, value in headers.items()),
     ]
     return parts.hostname, parts.port, ("\r\n".join(lines) + "\r\n\r\n").encode() + data
@@ -164,7 +168,7 @@ def http_request(url: str, body: dict, headers: dict[str, str]) -> tuple[str, in
 
 async def load(
     url: str,
-    body: dict,
+    body: dict | None,
     headers: dict[str, str],
     *,
     concurrency: int,
@@ -499,7 +503,24 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def verdicts(rows: list[dict]) -> list[str]:
+def floor_table(floor: list[dict]) -> list[str]:
+    if not floor:
+        return []
+    lines = [
+        "| conc. | req/s | p50 ms | p99 ms | errors | server CPU ms/req |",
+        "|" + "---:|" * 6,
+    ]
+    for row in floor:
+        f = row["floor"]
+        cpu = f.server_cpu / f.requests * 1000 if f.server_cpu is not None and f.requests else None
+        lines.append(
+            f"| {row['concurrency']} | {f.rps:.1f} | {fmt(f.pct(50))} | {fmt(f.pct(99))} "
+            f"| {f.errors} | {fmt(cpu, 2)} |"
+        )
+    return lines
+
+
+def verdicts(rows: list[dict], floor: list[dict] = ()) -> list[str]:
     out = []
     by = {(r["concurrency"], r["delay"]): r for r in rows}
     c, d, p50_max, p99_max = TARGET_OVERHEAD
@@ -512,6 +533,13 @@ def verdicts(rows: list[dict]) -> list[str]:
             f"{p50_max:g}), p99 {fmt(p99)} ms (target < {p99_max:g}): "
             f"**{'met' if ok else 'MISSED'}**."
         )
+        bare = next((r["floor"] for r in floor if r["concurrency"] == c), None)
+        if bare is not None and bare.requests:
+            out.append(
+                f"  For scale, the same server answering `GET /api/llm/health/` (no "
+                f"authentication, no upstream, one `SELECT 1`) at concurrency {c}: "
+                f"{bare.rps:.0f} req/s, p50 {fmt(bare.pct(50))} ms, p99 {fmt(bare.pct(99))} ms."
+            )
     c, d, share = TARGET_THROUGHPUT
     if (c, d) in by:
         g = by[(c, d)]["gateway"]
@@ -525,7 +553,7 @@ def verdicts(rows: list[dict]) -> list[str]:
     return out
 
 
-def report(args, rows: list[dict], info: dict[str, str]) -> str:
+def report(args, rows: list[dict], floor: list[dict], info: dict[str, str]) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     busiest = max(
         (
@@ -562,7 +590,7 @@ def report(args, rows: list[dict], info: dict[str, str]) -> str:
         "",
         *table(rows),
         "",
-        *verdicts(rows),
+        *verdicts(rows, floor),
         "",
         "Gateway: `POST /api/llm/generate/` with a small prompt (Token auth), through the "
         "whole stack — authentication, throttles, validation, key resolution, budget check, the "
@@ -580,6 +608,20 @@ def report(args, rows: list[dict], info: dict[str, str]) -> str:
         "the client and the fake manage together: far more than the gateway, so neither is "
         "the bottleneck.",
         "",
+        *(
+            [
+                "### The server's floor",
+                "",
+                "`GET /api/llm/health/` on the same server: a DRF view with no authentication, "
+                "no throttle and no upstream, one `SELECT 1` — what gunicorn, Django and DRF "
+                "cost on this machine before the gateway does anything.",
+                "",
+                *floor_table(floor),
+                "",
+            ]
+            if floor
+            else []
+        ),
         *(["Errors:", "", *errors, ""] if errors else []),
         "## Conditions",
         "",
@@ -618,6 +660,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--provider", default="gemini", choices=sorted(KEYS))
     parser.add_argument("--gateway-only", action="store_true", help="skip the direct rows")
     parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    parser.add_argument("--no-floor", action="store_true", help="skip GET health/ rows")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
     parser.add_argument("--command", default="make bench", help="how this run was started")
     return parser.parse_args(argv)
@@ -626,6 +669,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     info = machine()
     rows: list[dict] = []
+    floor: list[dict] = []  # GET health/ per concurrency: what the server costs doing nothing
     with tempfile.TemporaryDirectory(prefix="alwrity-bench-") as tmp:
         workdir = Path(tmp)
         fake_log = open(workdir / "fake.log", "w")  # noqa: SIM115 (closed below)
@@ -691,16 +735,31 @@ def run(args: argparse.Namespace) -> int:
                         )
                         print(f"bench: {describe(delay, concurrency, name, row[name])}", flush=True)
                     rows.append(row)
+            if not args.no_floor:
+                for concurrency in args.concurrency:
+                    cell = measure_quietly(
+                        args,
+                        server,
+                        fake,
+                        "floor",
+                        f"{gateway_url}/api/llm/health/",
+                        {},
+                        None,
+                        concurrency,
+                    )
+                    print(f"bench: {describe(0, concurrency, 'floor', cell)}", flush=True)
+                    floor.append({"concurrency": concurrency, "floor": cell})
         finally:
             for process in (server, fake):
                 if process is not None:
                     stop(process)
             fake_log.close()
             server_log.close()
-    text = report(args, rows, info)
+    text = report(args, rows, floor, info)
     print()
     print("\n".join(table(rows)))
-    print("\n".join(verdicts(rows)))
+    print("\n".join(floor_table(floor)))
+    print("\n".join(verdicts(rows, floor)))
     if not args.no_write:
         RESULTS.write_text(text)
         print(f"bench: wrote {RESULTS.relative_to(ROOT)}")
@@ -709,7 +768,7 @@ def run(args: argparse.Namespace) -> int:
 
 def measure(args, server, fake, name, url, headers, body, concurrency) -> Cell:
     marks: list[tuple[float, float, float]] = []
-    pids = process_tree(server.pid) if name == "gateway" else []
+    pids = process_tree(server.pid) if name != "direct" else []
 
     def on_window(start: bool) -> None:
         marks.append((cpu_seconds(pids), cpu_seconds([fake.pid]), busy_seconds()))
