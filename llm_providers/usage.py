@@ -9,6 +9,7 @@ re-written: the database adds the deltas itself.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from django.db.models import F, Q, Value
 from . import budgets
 from .budgets import Reservation
 from .conf import llm_settings
-from .db import GroupCommit
+from .db import GroupCommit, insert
 from .models import (
     PROVIDER_NAMES,
     CallStatus,
@@ -100,31 +101,36 @@ def add_to_summary(user_id: int | None, period: str, deltas: Mapping[str, int | 
     """Add ``deltas`` ({column: amount}) to the (user, period) summary row in one ``UPDATE``;
     return the number of rows updated (0 when the row does not exist yet).
 
-    The statement is ``update(column=F(column) + amount, ...)`` written out: the database adds
-    the amounts itself, as with ``F()``, but the ORM takes about a millisecond of CPU to compile
-    that update, more than the database takes to run it, and it runs on every call.
+    The statement is ``update(column=F(column) + amount, ...)`` written out, and built once per
+    set of columns: the database adds the amounts itself, as with ``F()``, but the ORM takes
+    about a millisecond of CPU to compile that update, more than the database takes to run it,
+    and it runs on every call.
     """
     using = db_router.db_for_write(UsageSummary)
     connection = connections[using]
-    quote = connection.ops.quote_name
-    meta = UsageSummary._meta
-    assignments, params = [], []
-    for name, amount in deltas.items():
-        field = meta.get_field(name)
-        column = quote(field.column)
-        assignments.append(f"{column} = {column} + %s")
-        params.append(field.get_db_prep_value(amount, connection))
-    user_column = quote(meta.get_field("user").column)
-    if user_id is None:
-        where = f"{user_column} IS NULL AND {quote('period')} = %s"
-        params.append(period)
-    else:
-        where = f"{user_column} = %s AND {quote('period')} = %s"
-        params += [user_id, period]
-    sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} WHERE {where}"
+    sql, fields = _summary_update(using, tuple(deltas), user_id is None)
+    params = [
+        field.get_db_prep_value(amount, connection)
+        for field, amount in zip(fields, deltas.values(), strict=True)
+    ]
+    params += [period] if user_id is None else [user_id, period]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+@functools.lru_cache(maxsize=256)
+def _summary_update(using: str, columns: tuple[str, ...], system: bool) -> tuple[str, list]:
+    """``add_to_summary``'s statement for these columns (and their fields): the amounts, then
+    the user (unless ``system``) and the period are its parameters."""
+    quote = connections[using].ops.quote_name
+    meta = UsageSummary._meta
+    fields = [meta.get_field(name) for name in columns]
+    assignments = ", ".join(f"{quote(f.column)} = {quote(f.column)} + %s" for f in fields)
+    user = quote(meta.get_field("user").column)
+    where = f"{user} IS NULL" if system else f"{user} = %s"
+    where += f" AND {quote('period')} = %s"
+    return f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {where}", fields
 
 
 @dataclass
@@ -169,7 +175,8 @@ def record_call(
 
 def _write_records(records: Sequence[_Record]) -> None:
     """Write ``records`` (inside the caller's transaction): one summary ``UPDATE`` per (user,
-    period), then all the ledger rows in one ``INSERT``."""
+    period), then all the ledger rows in one ``INSERT`` (more where SQLite's limit of
+    parameters requires it; see ``db.insert``)."""
     totals: dict[tuple[int | None, str], dict[str, int | Decimal]] = {}
     for record in records:
         row = totals.setdefault((record.user_id, record.period), {})
@@ -187,8 +194,7 @@ def _write_records(records: Sequence[_Record]) -> None:
     entries = [entry for record in records for entry in record.entries]
     for entry in entries:
         entry.pk = None  # written again after a failed shared transaction: new ids
-    if entries:
-        LedgerEntry.objects.bulk_create(entries)
+    insert(entries, using=db_router.db_for_write(LedgerEntry))
 
 
 _recorder = GroupCommit(_write_records)

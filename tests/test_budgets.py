@@ -129,6 +129,21 @@ def test_reservation_made_last_month_is_released_there(writer):
 
 
 @pytest.mark.django_db
+def test_reservations_hold_exactly_what_both_limits_allow(writer):
+    UsageBudget.objects.create(user=writer, monthly_cost_limit=Decimal("1"), monthly_call_limit=3)
+    budgets.reserve(writer.pk, Decimal("0.4"))  # the month's first call: creates the row
+    budgets.reserve(writer.pk, Decimal("0.6"))  # exactly at the cost limit
+    with pytest.raises(BudgetExceeded, match="budget exceeded"):
+        budgets.reserve(writer.pk, Decimal("0.000000000001"))  # one picodollar over it
+    budgets.reserve(writer.pk, ZERO)  # a free third call
+    with pytest.raises(BudgetExceeded, match="call limit reached"):
+        budgets.reserve(writer.pk, ZERO)
+    summary = summary_of(writer)
+    assert (summary.reserved_cost, summary.reserved_calls) == (Decimal("1"), 3)
+    assert UsageSummary.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_remaining(writer):
     UsageBudget.objects.create(user=writer, monthly_cost_limit=Decimal("2"), monthly_call_limit=10)
     summary = UsageSummary.objects.create(

@@ -2,13 +2,14 @@
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.db.models import Count, Q, Sum
 
-from llm_providers import usage
+from llm_providers import db, usage
 from llm_providers.exceptions import AllProvidersFailed, InvalidStructuredOutput
 from llm_providers.main_text_generation import llm_generate, llm_stream, llm_text_gen
 from llm_providers.models import (
@@ -219,6 +220,89 @@ def test_recording_failure_is_raised_in_strict_mode_and_logged(monkeypatch, capl
     settings.LLM_STRICT_ACCOUNTING = False
     entries = usage.record_call_safely("req2", None, [attempt])
     assert entries[0].cost == Decimal("0.0000053")  # priced even though it was not saved
+
+
+# --- Writing the ledger --------------------------------------------------------------------------
+
+
+def _ledger_entry(request_id, user_id=None, **values):
+    return LedgerEntry(
+        request_id=request_id,
+        user_id=user_id,
+        provider="openrouter",
+        model="vendor/modèle",
+        cost_source=CostSource.PROVIDER,
+        status="error",
+        period="2026-03",
+        created_at=datetime(2026, 3, 31, 23, 59, 59, 123456, tzinfo=UTC),
+        **values,
+    )
+
+
+def _raw_rows(pks):
+    """The stored columns of these ledger rows but the id and request id, as the database
+    holds them (no field conversion), in the order of ``pks``."""
+    quote = connection.ops.quote_name
+    fields = [f for f in LedgerEntry._meta.concrete_fields if f.name not in ("id", "request_id")]
+    columns = ", ".join(quote(f.column) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {quote('id')}, {columns} FROM {quote(LedgerEntry._meta.db_table)} "
+            f"WHERE {quote('id')} IN ({', '.join(['%s'] * len(pks))})",
+            pks,
+        )
+        found = {row[0]: row[1:] for row in cursor.fetchall()}
+    return [found[pk] for pk in pks]
+
+
+@pytest.mark.django_db
+def test_ledger_rows_are_inserted_exactly_as_the_orm_inserts_them(django_user_model):
+    """``db.insert`` (the recorder's INSERT, built once) stores every column as ``bulk_create``
+    does, defaults included, and gives the objects their ids."""
+    user = django_user_model.objects.create_user("writer")
+    full = {
+        "user_id": user.pk,
+        "prompt_tokens": 7,
+        "completion_tokens": 11,
+        "total_tokens": 18,
+        "cost": Decimal("0.000000123457"),
+        "latency_ms": 1234,
+        "error_code": "rate_limited",
+        "error_message": "trop de requêtes ✓",
+        "retries": 3,
+        "is_fallback": True,
+    }
+    ours = [_ledger_entry("a1", **full), _ledger_entry("a2")]  # the second: defaults, no user
+    orms = [_ledger_entry("b1", **full), _ledger_entry("b2")]
+    db.insert(ours)
+    LedgerEntry.objects.bulk_create(orms)
+
+    assert _raw_rows([e.pk for e in ours]) == _raw_rows([e.pk for e in orms])
+    stored = dict(LedgerEntry.objects.values_list("request_id", "pk"))
+    assert [(e.pk, e._state.adding, e._state.db) for e in ours] == [
+        (stored["a1"], False, "default"),
+        (stored["a2"], False, "default"),
+    ]
+    assert LedgerEntry.objects.get(pk=ours[0].pk).cost == Decimal("0.000000123457")
+
+
+@pytest.mark.django_db
+def test_many_ledger_rows_are_inserted_in_batches_with_their_ids():
+    # More rows than one statement takes on SQLite (999 parameters, 17 a row).
+    entries = [_ledger_entry(f"r{i}", total_tokens=i) for i in range(150)]
+    db.insert(entries)
+    assert dict(LedgerEntry.objects.values_list("pk", "request_id")) == {
+        e.pk: e.request_id for e in entries
+    }
+    assert LedgerEntry.objects.get(request_id="r149").total_tokens == 149
+
+
+@pytest.mark.django_db
+def test_ledger_rows_are_inserted_by_bulk_create_without_insert_returning(monkeypatch):
+    features = type(connection.features)
+    monkeypatch.setattr(features, "can_return_rows_from_bulk_insert", False)
+    db.insert([_ledger_entry("old-database")])
+    assert LedgerEntry.objects.filter(request_id="old-database").count() == 1
 
 
 # --- Concurrency -----------------------------------------------------------------------------
