@@ -10,6 +10,7 @@ router resolved, and the key appears nowhere but in the request's auth header.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
@@ -26,8 +27,9 @@ from typing import Any, ClassVar
 
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
-from tenacity.wait import wait_base
+from requests.cookies import RequestsCookieJar
+from requests.utils import get_auth_from_url, resolve_proxies
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 
 from .conf import llm_settings
@@ -49,7 +51,9 @@ from .structured import SchemaMismatch, parse_reply
 # SPEC §5: what is retried. 400/401/403/404 never are.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
-# The sleep used between retries; tests replace it to record the waits instead of sleeping.
+# The retry loop's clock and the sleep between its attempts; tests replace them to record the
+# waits instead of waiting.
+clock = time.monotonic
 sleep = time.sleep
 
 
@@ -82,6 +86,58 @@ _session_lock = threading.Lock()
 _session: requests.Session | None = None
 
 
+class UpstreamAdapter(HTTPAdapter):
+    """requests' adapter, less parsing the same URL again for every request to an upstream.
+
+    Without a proxy, ``send`` works out the connection pool and the request target from the URL
+    anew for each request, to the same answer for every call to one endpoint; here that answer
+    is kept per URL. ``send`` itself stays requests' own, so ``responses`` (which patches
+    ``HTTPAdapter.send``) still intercepts every request in the tests.
+    """
+
+    def get_connection_with_tls_context(
+        self,
+        request: requests.PreparedRequest,
+        verify: bool | str | None,
+        proxies: dict[str, str] | None = None,
+        cert: str | tuple[str, str] | None = None,
+    ) -> HTTPConnectionPool:
+        if proxies or verify is not True or cert is not None:
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        try:
+            host_params, pool_kwargs = _pool_key_attributes(self, request.url)
+        except ValueError:
+            # A URL urllib3 cannot place (a bad port): requests raises the error it always has.
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        # A copy: urllib3 only reads it today, and the cached one must stay as it is.
+        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=dict(pool_kwargs))
+
+    def request_url(self, request: requests.PreparedRequest, proxies: dict[str, str] | None) -> str:
+        if proxies:
+            return super().request_url(request, proxies)
+        return _path_url(request.url)
+
+
+# The answers worked out once per URL (here and in _prepared_url) are kept in bounded caches: an
+# upstream has few endpoints (one per model), and the bound stops odd model names growing them.
+@functools.lru_cache(maxsize=256)
+def _pool_key_attributes(adapter: HTTPAdapter, url: str) -> tuple[dict, dict]:
+    """The pool key of ``url`` (scheme, host, port; TLS settings) with verify=True, no cert."""
+    return adapter.build_connection_pool_key_attributes(_bare_request(url), True, None)
+
+
+@functools.lru_cache(maxsize=256)
+def _path_url(url: str) -> str:
+    """The request target of ``url`` (path and query) as requests sends it without a proxy."""
+    return _bare_request(url).path_url
+
+
+def _bare_request(url: str) -> requests.PreparedRequest:
+    request = requests.PreparedRequest()
+    request.url = url
+    return request
+
+
 def http_session() -> requests.Session:
     """The process's pooled session: one TLS handshake per upstream host, not per call."""
     global _session
@@ -90,7 +146,7 @@ def http_session() -> requests.Session:
             if _session is None:
                 session = requests.Session()
                 pool = int(llm_settings.LLM_HTTP_POOL_SIZE)
-                adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool, max_retries=0)
+                adapter = UpstreamAdapter(pool_connections=8, pool_maxsize=pool, max_retries=0)
                 session.mount("https://", adapter)
                 session.mount("http://", adapter)
                 # Requests of all users share this session: keep no cookies between them.
@@ -101,26 +157,92 @@ def http_session() -> requests.Session:
     return _session
 
 
+def prepare_request(session: requests.Session, call: HTTPCall) -> requests.PreparedRequest:
+    """The request ``PreparedRequest.prepare`` builds for ``call``, identical on the wire.
+
+    What ``prepare`` would do anew for every call is done once per URL (the URL's normalizing
+    and the search for credentials in it), or skipped where it cannot add anything: no cookies
+    are sent (the call has none), no hooks are registered. The session's headers come first, the
+    call's win.
+    """
+    prepared = requests.PreparedRequest()
+    prepared.prepare_method(call.method)
+    params = tuple(call.params.items()) if call.params else ()
+    if all(isinstance(part, str) for pair in params for part in pair):
+        prepared.url, url_has_auth = _prepared_url(call.url, params)
+    else:
+        # Not a cache key: 1, 1.0 and True are equal keys but not the same text in a URL.
+        prepared.prepare_url(call.url, call.params)
+        url_has_auth = any(get_auth_from_url(prepared.url))
+    prepared.prepare_headers({**session.headers, **call.headers})
+    # prepare_cookies(None) would make this empty jar and add no Cookie header from it. The jar
+    # is still needed: a redirect collects the response's cookies into it.
+    prepared._cookies = RequestsCookieJar()
+    prepared.prepare_body(None, None, call.json)
+    if url_has_auth:  # user:password@host becomes Basic auth, as prepare() does
+        prepared.prepare_auth(None, prepared.url)
+    return prepared
+
+
+@functools.lru_cache(maxsize=256)
+def _prepared_url(url: str, params: tuple[tuple[str, str], ...]) -> tuple[str, bool]:
+    """``url`` with ``params`` as ``prepare_url`` makes it, and whether it carries credentials.
+
+    An invalid URL raises, as ``prepare_url`` does, each time (exceptions are not cached).
+    """
+    request = requests.PreparedRequest()
+    request.prepare_url(url, dict(params))
+    return request.url, any(get_auth_from_url(request.url))
+
+
+def transmit(
+    session: requests.Session, prepared: requests.PreparedRequest, *, timeout: float, stream: bool
+) -> requests.Response:
+    """``session.send(prepared, timeout=..., stream=...)``, less what this session never needs.
+
+    Skipped: response hooks (none are registered), and keeping the response's cookies in the
+    session's jar (its policy refuses them all). Redirects are followed by requests' own code,
+    as ``send`` does; the adapter gets the same arguments.
+    """
+    kwargs: dict[str, Any] = {
+        "timeout": timeout,
+        "stream": stream,
+        "verify": session.verify,
+        "cert": session.cert,
+        # What resolve_proxies() gives when the environment is not consulted: the session's
+        # own proxies (none), without parsing the URL again.
+        "proxies": (
+            resolve_proxies(prepared, session.proxies, session.trust_env)
+            if session.trust_env
+            else dict(session.proxies)
+        ),
+    }
+    adapter = session.get_adapter(url=prepared.url)
+    started = time.perf_counter()
+    response = adapter.send(prepared, **kwargs)
+    response.elapsed = timedelta(seconds=time.perf_counter() - started)
+    if response.is_redirect:
+        history = list(session.resolve_redirects(response, prepared, **kwargs))
+        if history:
+            history.insert(0, response)
+            response = history.pop()
+            response.history = history
+    if not stream:
+        response.content  # noqa: B018  (reads the body now, as send does)
+    return response
+
+
 # --- Retries -------------------------------------------------------------------------------------
 
 
-class _Backoff(wait_base):
-    """Exponential backoff with jitter, bounded by the settings, stretched to a Retry-After."""
-
-    def __init__(self, base: float, maximum: float):
-        self.base = base
-        self.maximum = max(maximum, base)
-
-    def __call__(self, retry_state) -> float:
-        ceiling = min(self.maximum, self.base * 2 ** (retry_state.attempt_number - 1))
-        delay = random.uniform(self.base, ceiling)
-        hint = getattr(retry_state.outcome.exception(), "retry_after", None)
-        # The server's own hint wins over our guess; the total bound (stop) still applies.
-        return max(delay, hint) if hint else delay
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, LLMError) and getattr(exc, "retryable", False)
+def backoff_delay(attempt: int, error: LLMError, base: float, maximum: float) -> float:
+    """The wait after failed attempt number ``attempt`` (1, 2, …): exponential backoff with
+    jitter between the base and maximum delays, stretched to the error's Retry-After."""
+    ceiling = min(max(maximum, base), base * 2 ** (attempt - 1))
+    delay = random.uniform(base, ceiling)
+    hint = getattr(error, "retry_after", None)
+    # The server's own hint wins over our guess; the total bound still applies.
+    return max(delay, hint) if hint else delay
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -265,48 +387,42 @@ class Provider:
     ) -> tuple[requests.Response, int]:
         """Send ``call`` with retries (SPEC §5); return the 2xx response and requests made.
 
-        Raises the mapped LLMError, with ``requests`` set, once retries are exhausted.
+        A retryable failure is tried again after ``backoff_delay``, unless it was the last
+        attempt allowed or the wait would end ``LLM_RETRY_TOTAL_TIMEOUT`` or more after the first
+        attempt began. Raises the mapped LLMError, with ``requests`` set, once retries are
+        exhausted. (A plain loop rather than tenacity, whose policy objects, built and run for
+        every call, took about 7% of the CPU of a successful call.)
         """
-        made = 0
-
-        def attempt() -> requests.Response:
-            nonlocal made
-            made += 1
-            return self._send_once(call, stream=stream)
-
         retries = int(llm_settings.LLM_MAX_RETRIES) if max_retries is None else max_retries
-        retrying = Retrying(
-            retry=retry_if_exception(_is_retryable),
-            stop=stop_after_attempt(retries + 1)
-            | stop_before_delay(float(llm_settings.LLM_RETRY_TOTAL_TIMEOUT)),
-            wait=_Backoff(
-                float(llm_settings.LLM_RETRY_BASE_DELAY), float(llm_settings.LLM_RETRY_MAX_DELAY)
-            ),
-            sleep=lambda seconds: sleep(seconds),
-            reraise=True,
-        )
-        try:
-            response = retrying(attempt)
-        except LLMError as exc:
-            exc.requests = made
-            raise
-        return response, made
+        total = float(llm_settings.LLM_RETRY_TOTAL_TIMEOUT)
+        base = float(llm_settings.LLM_RETRY_BASE_DELAY)
+        maximum = float(llm_settings.LLM_RETRY_MAX_DELAY)
+        started = clock()
+        made = 0
+        while True:
+            made += 1
+            try:
+                return self._send_once(call, stream=stream), made
+            except LLMError as exc:
+                exc.requests = made
+                if not exc.retryable:
+                    raise
+                elapsed = clock() - started
+                # The wait is drawn first, as the total bound counts it; so also after the last
+                # attempt allowed, as the tenacity-based loop did (the same jitter sequence).
+                delay = backoff_delay(made, exc, base, maximum)
+                if made > retries or elapsed + delay >= total:
+                    raise
+            sleep(delay)
 
     def _send_once(self, call: HTTPCall, *, stream: bool) -> requests.Response:
         session = http_session()
         try:
             # What Session.request() does, less the merging of per-call cookies, auth, hooks,
-            # proxies and environment settings that this session never has: a tenth of a
-            # call's CPU in the server. The session's headers come first, the call's win.
-            prepared = requests.PreparedRequest()
-            prepared.prepare(
-                method=call.method,
-                url=call.url,
-                headers={**session.headers, **call.headers},
-                json=call.json,
-                params=call.params,
-            )
-            response = session.send(prepared, timeout=self.timeout, stream=stream)
+            # proxies and environment settings that this session never has, and less the
+            # per-request work whose answer does not change (see prepare_request, transmit).
+            prepared = prepare_request(session, call)
+            response = transmit(session, prepared, timeout=self.timeout, stream=stream)
         except requests.exceptions.RequestException as exc:
             if _timed_out(exc):
                 raise self._retryable(

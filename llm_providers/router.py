@@ -194,6 +194,12 @@ def _ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
+def _for_step(request: ChatRequest, step: Step) -> ChatRequest:
+    """The request with the step's model: the same (frozen) object when it already has it, as
+    when the caller named the model; ``dataclasses.replace`` is a copy field by field."""
+    return request if request.model == step.model else replace(request, model=step.model)
+
+
 def _reserve(
     uid: int | None, request: ChatRequest, steps: list[Step], user: Any = None
 ) -> Reservation | None:
@@ -294,7 +300,7 @@ def _run(
         client = step.provider(step.key.secret, key_source=step.key.source)
         started = time.monotonic()
         try:
-            completion = client.complete(replace(request, model=step.model))
+            completion = client.complete(_for_step(request, step))
         except ProviderFailure as exc:
             attempts.append(_attempt_failed(step, exc, started))
             continue
@@ -349,7 +355,7 @@ def _stream(
             client = step.provider(step.key.secret, key_source=step.key.source)
             started = time.monotonic()
             try:
-                upstream: ProviderStream = client.stream(replace(request, model=step.model))
+                upstream: ProviderStream = client.stream(_for_step(request, step))
             except ProviderFailure as exc:
                 attempts.append(_attempt_failed(step, exc, started))
                 continue

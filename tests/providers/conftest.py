@@ -1,7 +1,6 @@
 """Fixtures of the provider tests: provider clients with the fake keys, and a fake clock."""
 
 import pytest
-import tenacity
 
 from llm_providers import base_provider
 from llm_providers.gemini_provider import GeminiProvider
@@ -40,20 +39,14 @@ class FakeClock:
 
 @pytest.fixture
 def clock(monkeypatch, sleeps):
-    """Make the retry loop's total-time bound see the recorded waits as elapsed time.
-
-    tenacity measures ``seconds_since_start`` with ``time.monotonic`` in its own module; the
-    waits are still recorded in ``sleeps``.
-    """
+    """Make the retry loop's total-time bound see the recorded waits as elapsed time (the
+    waits are still recorded in ``sleeps``)."""
     fake = FakeClock()
-
-    class _Time:
-        monotonic = staticmethod(fake.monotonic)
 
     def record(seconds: float) -> None:
         sleeps.append(seconds)
         fake.sleep(seconds)
 
-    monkeypatch.setattr(tenacity, "time", _Time)
+    monkeypatch.setattr(base_provider, "clock", fake.monotonic)
     monkeypatch.setattr(base_provider, "sleep", record)
     return fake
