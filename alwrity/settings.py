@@ -45,11 +45,13 @@ MIDDLEWARE = [
     # Static files (the admin's CSS, Swagger UI) from the app server itself, so `make serve`
     # needs no separate web server in front.
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session and message middleware, building the session and the message storage on
+    # first use: token-authenticated API calls touch neither (see llm_providers.api.middleware).
+    "llm_providers.api.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "llm_providers.api.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -199,6 +201,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["llm_providers.api.parsers.JSONParser"],
+    # DRF's negotiation, with everyday Accept and Content-Type headers answered without parsing.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "llm_providers.api.negotiation.PlainContentNegotiation",
     # Decimal fields as strings: money is never a float on the wire.
     "COERCE_DECIMAL_TO_STRING": True,
 }

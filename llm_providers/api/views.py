@@ -16,7 +16,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -29,6 +28,7 @@ from ..models import PROVIDER_NAMES, APIKey, CallStatus, LedgerEntry, UsageSumma
 from ..money import money_str
 from . import serializers as s
 from .errors import error_body
+from .negotiation import PlainContentNegotiation
 from .streaming import StreamingContentNegotiation, event_stream_response
 from .throttling import GenerationRateThrottle, UserRateThrottle
 
@@ -57,9 +57,11 @@ class GenerateView(APIView):
         },
     )
     def post(self, request):
-        params = s.GenerateRequestSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
-        args = dict(params.validated_data)
+        args = s.plain_generate_args(request.data)
+        if args is None:  # anything out of the ordinary: the serializer, with its errors
+            params = s.GenerateRequestSerializer(data=request.data)
+            params.is_valid(raise_exception=True)
+            args = dict(params.validated_data)
         stream = args.pop("stream", False)
         json_schema = args.pop("json_schema", None)
         if stream:
@@ -178,7 +180,7 @@ class CSVRenderer(BaseRenderer):
         return data.encode() if isinstance(data, str) else b""
 
 
-class FormatParameterWins(DefaultContentNegotiation):
+class FormatParameterWins(PlainContentNegotiation):
     """``?format=csv`` is an explicit choice: honour it whatever ``Accept`` says (a client
     sending ``Accept: application/json`` by habit would otherwise get a 406)."""
 

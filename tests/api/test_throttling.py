@@ -84,3 +84,63 @@ def test_anonymous_requests_are_refused_before_throttling(anon, rates):
     rates("1/min", "1/min")
     for _ in range(3):
         assert_error(anon.get(API + "usage/"), 401, "not_authenticated")
+
+
+# --- The packed history: DRF's throttle to the letter ---------------------------------------------
+
+
+class _User:
+    pk = 7
+    is_authenticated = True
+
+
+class _Request:
+    user = _User()
+    META = {"REMOTE_ADDR": "127.0.0.1"}
+
+
+def _drive(throttle_class, times: list[float], rate: str) -> list[tuple[bool, float | None]]:
+    """(allowed, wait) for a request at each of ``times``, one throttle instance per request
+    as DRF makes them, with the clock at that time."""
+    answers = []
+    for now in times:
+        throttle = throttle_class()
+        throttle.rate = rate
+        throttle.num_requests, throttle.duration = throttle.parse_rate(rate)
+        throttle.timer = lambda now=now: now
+        allowed = throttle.allow_request(_Request(), None)
+        answers.append((allowed, None if allowed else throttle.wait()))
+    return answers
+
+
+def test_the_packed_history_answers_as_drfs_list(settings):
+    from django.core.cache import cache
+    from rest_framework import throttling as drf
+
+    class DRFThrottle(drf.UserRateThrottle):
+        scope = "llm_api"
+
+    timelines = [
+        [0, 1, 2, 3, 4, 5, 59.9, 60, 60.5, 61, 119, 200],  # a burst, the window sliding past
+        [0, 0, 0, 0, 0.5, 30, 60, 60, 60.0001],  # ties at the window's edge
+        [10, 5, 11, 4, 70, 64.5, 71, 130],  # a clock stepping back
+        [float(t) / 7 for t in range(60)],
+    ]
+    for rate in ("3/min", "1/s", "5/m", "2/h"):
+        for times in timelines:
+            cache.clear()
+            expected = _drive(DRFThrottle, times, rate)
+            cache.clear()
+            assert _drive(UserRateThrottle, times, rate) == expected, (rate, times)
+
+
+def test_the_history_is_stored_packed_under_its_own_key(api, user, rates):
+    from array import array
+
+    from django.core.cache import cache
+
+    rates("100/min", "100/min")
+    assert api.get(API + "usage/").status_code == 200
+    assert cache.get(f"throttle_llm_api_{user.pk}") is None  # DRF's key: never this format
+    packed = cache.get(f"throttle_llm_api_{user.pk}_packed")
+    assert isinstance(packed, bytes) and len(array("d", packed)) == 1
