@@ -424,16 +424,12 @@ class Provider:
             prepared = prepare_request(session, call)
             response = transmit(session, prepared, timeout=self.timeout, stream=stream)
         except requests.exceptions.RequestException as exc:
-            if _timed_out(exc):
-                raise self._retryable(
-                    UpstreamTimeout(
-                        f"{self.label} did not answer within {self.timeout:g}s",
-                        provider=self.name,
-                    )
-                ) from None
             raise self._retryable(
-                ProviderUnavailable(
-                    f"Could not reach {self.label}: {type(exc).__name__}", provider=self.name
+                network_error(
+                    self,
+                    exc,
+                    timed_out=f"{self.label} did not answer within {self.timeout:g}s",
+                    broken=f"Could not reach {self.label}: {type(exc).__name__}",
                 )
             ) from None
         if response.status_code < 400:
@@ -602,6 +598,16 @@ def error_text(body: Any) -> str:
     return "no error message"
 
 
+def network_error(provider: Provider, exc: BaseException, *, timed_out: str, broken: str):
+    """What a transport failure (requests' errors, an undecodable stream) is to the router:
+    ``UpstreamTimeout`` with ``timed_out`` when it was a timeout, else ``ProviderUnavailable``
+    with ``broken``. The messages name only the provider and the error's type: never the
+    exception's text, which can hold the URL and with it a key."""
+    if _timed_out(exc):
+        return UpstreamTimeout(timed_out, provider=provider.name)
+    return ProviderUnavailable(broken, provider=provider.name)
+
+
 def _timed_out(exc: BaseException) -> bool:
     """Whether a requests error is a timeout.
 
@@ -674,17 +680,14 @@ class ProviderStream:
         except LLMError as exc:
             raise self._failed(exc) from None
         except (requests.exceptions.RequestException, UnicodeDecodeError) as exc:
-            if _timed_out(exc):
-                raise self._failed(
-                    UpstreamTimeout(
-                        f"{provider.label} stream stalled for more than {provider.timeout:g}s",
-                        provider=provider.name,
-                    )
-                ) from None
             raise self._failed(
-                ProviderUnavailable(
-                    f"{provider.label} stream broke off: {type(exc).__name__}",
-                    provider=provider.name,
+                network_error(
+                    provider,
+                    exc,
+                    timed_out=(
+                        f"{provider.label} stream stalled for more than {provider.timeout:g}s"
+                    ),
+                    broken=f"{provider.label} stream broke off: {type(exc).__name__}",
                 )
             ) from None
         finally:
