@@ -10,6 +10,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from llm_providers.api.throttling import GenerationRateThrottle, UserRateThrottle
 from tests.api.support import PASSWORD, token_client
 
 
@@ -61,3 +62,17 @@ def other_api(other_user):
 def staff_api(staff):
     """The staff user ``admin``."""
     return token_client(staff)
+
+
+@pytest.fixture
+def rates(settings, monkeypatch):
+    """Set the throttle rates as a deployment does (REST_FRAMEWORK), and where DRF's throttle
+    classes read them: a class attribute bound when DRF was imported."""
+
+    def _set(general: str, generation: str) -> None:
+        values = {"llm_api": general, "llm_generation": generation}
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": values}
+        for cls in (UserRateThrottle, GenerationRateThrottle):
+            monkeypatch.setattr(cls, "THROTTLE_RATES", values)
+
+    return _set

@@ -2,26 +2,12 @@
 
 import pytest
 
-from llm_providers.api.throttling import GenerationRateThrottle, UserRateThrottle
+from llm_providers.api.throttling import UserRateThrottle
 from llm_providers.models import LedgerEntry
 from tests.api.support import API, assert_error
 from tests.providers.wire import gemini_generate_url, gemini_response
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def rates(settings, monkeypatch):
-    """Set the throttle rates as a deployment does (REST_FRAMEWORK), and where DRF's throttle
-    classes read them: a class attribute bound when DRF was imported."""
-
-    def _set(general: str, generation: str) -> None:
-        values = {"llm_api": general, "llm_generation": generation}
-        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": values}
-        for cls in (UserRateThrottle, GenerationRateThrottle):
-            monkeypatch.setattr(cls, "THROTTLE_RATES", values)
-
-    return _set
 
 
 def generate(client):
