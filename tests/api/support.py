@@ -8,6 +8,37 @@ from rest_framework.test import APIClient
 API = "/api/llm/"
 PASSWORD = "correct-horse-battery-staple"
 
+# SPEC §8's field lists, spelled out here rather than taken from the serializers they check;
+# the API tests and the end-to-end tests hold the responses to them.
+GENERATION_FIELDS = (
+    "id",
+    "provider",
+    "model",
+    "text",
+    "data",
+    "usage",
+    "cost",
+    "attempts",
+    "fallback_from",
+)
+LEDGER_FIELDS = [
+    "id",
+    "request_id",
+    "provider",
+    "model",
+    "status",
+    "error_code",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "cost_source",
+    "latency_ms",
+    "retries",
+    "is_fallback",
+    "created_at",
+]
+
 
 def token_client(user, keyword: str = "Token") -> APIClient:
     """A client sending ``Authorization: <keyword> <a new DRF token of user>``."""

@@ -6,28 +6,11 @@ from decimal import Decimal
 import pytest
 
 from llm_providers.models import LedgerEntry, billing_period
-from tests.api.support import API, assert_error
+from tests.api.support import API, LEDGER_FIELDS, assert_error
 
 pytestmark = pytest.mark.django_db
 
 CALLS = API + "calls/"
-SPEC_FIELDS = [
-    "id",
-    "request_id",
-    "provider",
-    "model",
-    "status",
-    "error_code",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cost",
-    "cost_source",
-    "latency_ms",
-    "retries",
-    "is_fallback",
-    "created_at",
-]
 MODELS = {
     "gemini": "gemini-2.5-flash",
     "openrouter": "openai/gpt-4o-mini",
@@ -109,7 +92,7 @@ def test_row_has_exactly_the_spec_fields(api, user):
             }
         ],
     }
-    assert list(body["results"][0]) == SPEC_FIELDS
+    assert list(body["results"][0]) == LEDGER_FIELDS
 
 
 def test_newest_first(api, user):

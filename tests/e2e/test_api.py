@@ -12,6 +12,7 @@ from decimal import Decimal
 import jsonschema
 import pytest
 
+from tests.api.support import GENERATION_FIELDS, LEDGER_FIELDS
 from tests.e2e.harness import assert_error, ledger_mark, money, rows_since, totals
 
 pytestmark = pytest.mark.e2e
@@ -35,23 +36,6 @@ PATHS = {
     "gemini": "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
     "openrouter": "/openrouter/api/v1/chat/completions",
     "huggingface": "/hf/v1/chat/completions",
-}
-LEDGER_FIELDS = {
-    "id",
-    "request_id",
-    "provider",
-    "model",
-    "status",
-    "error_code",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cost",
-    "cost_source",
-    "latency_ms",
-    "retries",
-    "is_fallback",
-    "created_at",
 }
 
 
@@ -131,17 +115,7 @@ def test_generate_with_the_primary_or_a_named_provider(api, fake, named, expecte
     reply = api.post("generate/", body)
     assert reply.status == 200, reply
     out = reply.json()
-    assert set(out) == {
-        "id",
-        "provider",
-        "model",
-        "text",
-        "data",
-        "usage",
-        "cost",
-        "attempts",
-        "fallback_from",
-    }
+    assert set(out) == set(GENERATION_FIELDS)
     assert out["provider"] == expected
     assert out["text"].startswith("Echo: Write a haiku about the sea")
     assert out["data"] is None
@@ -153,7 +127,7 @@ def test_generate_with_the_primary_or_a_named_provider(api, fake, named, expecte
     [request] = fake.requests()
     assert request["provider"] == expected and request["path"] == PATHS[expected]
     [row] = rows_since(api, mark)
-    assert set(row) == LEDGER_FIELDS
+    assert set(row) == set(LEDGER_FIELDS)
     assert row["request_id"] == out["id"]
     assert (row["provider"], row["model"], row["status"]) == (expected, out["model"], "success")
     assert (row["retries"], row["is_fallback"], row["error_code"]) == (0, False, "")
@@ -254,7 +228,7 @@ def test_usage_calls_and_reports(api, other_api, staff_api, fake):
     assert {"count", "next", "previous", "results"} <= set(page)
     everything = api.pages("calls/")
     assert page["count"] == len(everything) == len({r["id"] for r in everything})
-    assert all(set(r) == LEDGER_FIELDS for r in everything)
+    assert all(set(r) == set(LEDGER_FIELDS) for r in everything)
     others = other_api.pages("calls/")
     assert others and not {r["id"] for r in others} & {r["id"] for r in everything}
     assert theirs.json()["id"] in {r["request_id"] for r in others}
