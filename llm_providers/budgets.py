@@ -16,13 +16,12 @@ from decimal import Decimal
 
 from django.db import connections
 from django.db import router as db_router
-from django.db.models import F, Value
 
 from .conf import llm_settings
 from .db import write_transaction
 from .exceptions import BudgetExceeded
 from .models import UsageBudget, UsageSummary, billing_period
-from .money import ZERO, MoneyField, money_str, to_money
+from .money import ZERO, money_str, to_money
 
 
 @dataclass(frozen=True)
@@ -186,18 +185,10 @@ def _exceeded(user_id: int, period: str, limits: Limits, estimate: Decimal) -> B
     )
 
 
-def release_fields(reservation: Reservation) -> dict:
-    """The ``update()`` arguments that release a reservation (used inside the recording UPDATE)."""
-    return {
-        "reserved_cost": F("reserved_cost") - Value(reservation.cost, output_field=MoneyField()),
-        "reserved_calls": F("reserved_calls") - reservation.calls,
-    }
-
-
-def release(reservation: Reservation) -> None:
-    UsageSummary.objects.filter(user_id=reservation.user_id, period=reservation.period).update(
-        **release_fields(reservation)
-    )
+def release_deltas(reservation: Reservation) -> dict[str, int | Decimal]:
+    """What releasing ``reservation`` adds to its summary row: {column: amount} (negative), for
+    ``usage.add_to_summary`` — in the recording UPDATE itself when both are in one period."""
+    return {"reserved_cost": -reservation.cost, "reserved_calls": -reservation.calls}
 
 
 def remaining(

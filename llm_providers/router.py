@@ -211,7 +211,7 @@ def _reserve(
     estimate = max(
         worst_case_cost(step.provider.name, step.model, chars, max_tokens) for step in steps
     )
-    return budgets.reserve(uid, estimate, user=user if hasattr(user, "pk") else None)
+    return budgets.reserve(uid, estimate, user=user)
 
 
 def _account(

@@ -163,7 +163,7 @@ def record_call(
     deltas = summary_deltas(entries)
     release = reservation
     if reservation is not None and reservation.period == period:
-        deltas |= {"reserved_cost": -reservation.cost, "reserved_calls": -reservation.calls}
+        deltas |= budgets.release_deltas(reservation)
         release = None
     if entries or deltas or release:
         _recorder.submit(
@@ -189,8 +189,9 @@ def _write_records(records: Sequence[_Record]) -> None:
             budgets.summary_row(user_id, period)
             add_to_summary(user_id, period, deltas)
     for record in records:
-        if record.release is not None:
-            budgets.release(record.release)  # reserved last month, recorded this month
+        release = record.release
+        if release is not None:  # reserved last month, recorded this month: on last month's row
+            add_to_summary(release.user_id, release.period, budgets.release_deltas(release))
     entries = [entry for record in records for entry in record.entries]
     for entry in entries:
         entry.pk = None  # written again after a failed shared transaction: new ids
