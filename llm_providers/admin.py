@@ -18,8 +18,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from . import budgets, registry, reports, usage
-from .budgets import Limits
+from . import registry
+from .accounting import budgets, ledger, reports
+from .accounting.budgets import Limits
+from .accounting.money import ZERO, MoneyField, money_str
 from .exceptions import LLMError
 from .forms import APIKeyForm, CostReportForm, ModelPriceForm, UsageSummaryForm
 from .keys import stored_key
@@ -34,7 +36,6 @@ from .models import (
     UsageSummary,
     billing_period,
 )
-from .money import ZERO, MoneyField, money_str
 
 USERNAME_LOOKUP = "user__" + get_user_model().USERNAME_FIELD
 
@@ -129,7 +130,7 @@ class UserFilter(admin.RelatedOnlyFieldListFilter):
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(admin.ModelAdmin):
-    """The ledger as written by ``usage.record_call``: viewable, never added, edited or deleted
+    """The ledger as written by ``ledger.record_call``: viewable, never added, edited or deleted
     (spend is corrected on the usage summary, as an adjustment)."""
 
     change_list_template = "admin/llm_providers/change_list_with_report.html"
@@ -237,7 +238,7 @@ def _provider_column(name: str):
 @admin.register(UsageSummary)
 class UsageSummaryAdmin(admin.ModelAdmin):
     """Monthly usage per user. Spend is corrected by editing the per-provider columns: the change
-    is applied as a delta with ``F()`` (``usage.adjust_summary``), never by saving the row,
+    is applied as a delta with ``F()`` (``ledger.adjust_summary``), never by saving the row,
     so calls recorded meanwhile are kept, and each correction is kept as an adjustment."""
 
     form = UsageSummaryForm
@@ -326,7 +327,7 @@ class UsageSummaryAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: UsageSummary, form, change: bool) -> None:
         # Never obj.save(): it would write back columns that calls have moved since.
         try:
-            usage.adjust_summary(
+            ledger.adjust_summary(
                 obj.pk,
                 form.deltas,
                 reason=form.cleaned_data["reason"],

@@ -4,6 +4,7 @@ from django.core.checks import Error, Tags, Warning, register
 
 from . import crypto
 from .exceptions import UnknownProvider
+from .registry import configured_primary
 
 
 @register(Tags.security, deploy=True)
@@ -24,8 +25,6 @@ def check_encryption_key(app_configs, **kwargs):
 
 @register()
 def check_gpt_provider(app_configs, **kwargs):
-    from .registry import configured_primary
-
     try:
         configured_primary()
     except UnknownProvider as exc:

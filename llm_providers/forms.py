@@ -11,11 +11,11 @@ from django.core.validators import MinValueValidator
 from django.utils.html import format_html, format_html_join
 
 from . import crypto, registry
+from .accounting.ledger import ADJUSTABLE_FIELDS
+from .accounting.money import money_str
+from .accounting.reports import GROUPINGS, month_bounds
 from .exceptions import ConfigurationError
 from .models import APIKey, ModelPrice, UsageSummary
-from .money import money_str
-from .reports import GROUPINGS, month_bounds
-from .usage import ADJUSTABLE_FIELDS
 
 # Where an admin creates a key for each provider (shown as the secret field's help text).
 KEY_PAGES = {

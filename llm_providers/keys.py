@@ -17,6 +17,7 @@ from django.utils import timezone
 from . import freshness
 from .conf import DEFAULTS, llm_settings
 from .models import APIKey, mask_secret
+from .registry import PROVIDER_CLASSES, provider_class
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,6 @@ setting_changed.connect(_setting_changed)
 
 def _read_keys() -> dict[str, ResolvedKey]:
     """Every provider's key, resolved with one query."""
-    from .registry import PROVIDER_CLASSES
-
     rows = {row.provider: row for row in APIKey.objects.filter(active=True)}
     resolved: dict[str, ResolvedKey] = {}
     for cls in PROVIDER_CLASSES:
@@ -100,8 +99,6 @@ def _read_keys() -> dict[str, ResolvedKey]:
 
 def resolve_key(provider: str) -> ResolvedKey | None:
     """One provider's key (active database key, else environment variable), or None."""
-    from .registry import provider_class
-
     cls = provider_class(provider)  # accepts aliases ("google"); rows store the canonical name
     row = APIKey.objects.filter(provider=cls.name, active=True).first()
     return stored_key(row) if row is not None else _env_key(cls)

@@ -1,20 +1,24 @@
-"""Database models of llm_providers."""
+"""Database models of llm_providers: the keys here, the accounting tables in
+``accounting.models``."""
 
-from datetime import UTC
-
-from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from . import crypto
-from .money import ZERO, MoneyField
-
-PROVIDER_CHOICES = [
-    ("gemini", "Google Gemini"),
-    ("openrouter", "OpenRouter"),
-    ("huggingface", "Hugging Face"),
-]
+from .registry import provider_class
+from .accounting.models import (  # noqa: F401  (the app's models, in one module)
+    PROVIDER_CHOICES,
+    PROVIDER_NAMES,
+    CallStatus,
+    CostSource,
+    LedgerEntry,
+    ModelPrice,
+    PriceSource,
+    UsageAdjustment,
+    UsageBudget,
+    UsageSummary,
+    billing_period,
+)
 
 
 def mask_secret(secret_prefix: str, last_four: str) -> str:
@@ -70,8 +74,6 @@ class APIKey(models.Model):
 
     def set_secret(self, secret: str) -> None:
         """Encrypt ``secret`` into this row (not saved). Only the mask's parts stay readable."""
-        from .registry import provider_class
-
         secret = secret.strip()
         prefix = provider_class(self.provider).key_prefix
         self.encrypted_secret = crypto.encrypt(secret)
@@ -81,201 +83,3 @@ class APIKey(models.Model):
 
     def secret(self) -> str:
         return crypto.decrypt(self.encrypted_secret, what=f"The stored {self}")
-
-
-# --- Usage and cost -------------------------------------------------------------------------------
-
-
-class CostSource(models.TextChoices):
-    PROVIDER = "provider", "reported by the provider"
-    PRICE_TABLE = "price_table", "price table"
-    # A stream abandoned before the provider reported usage: tokens counted from the text.
-    ESTIMATED = "estimated", "estimated from the text"
-    UNPRICED = "unpriced", "no known price (recorded as 0)"
-
-
-class CallStatus(models.TextChoices):
-    SUCCESS = "success", "success"
-    ERROR = "error", "error"
-
-
-def billing_period(when=None) -> str:
-    """The billing period (``YYYY-MM``, UTC) of a moment; now by default."""
-    return (when or timezone.now()).astimezone(UTC).strftime("%Y-%m")
-
-
-class LedgerEntry(models.Model):
-    """One provider attempt of one request, success or failure (retries inside it included).
-
-    Rows are written once, by ``llm_providers.usage.record_call``, and never edited: an admin's
-    correction of spend is a ``UsageAdjustment``.
-    """
-
-    request_id = models.CharField(max_length=32, db_index=True)
-    # PROTECT: spend must not vanish with a user; deactivate users who have spent instead.
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="llm_calls",
-    )
-    provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
-    model = models.CharField(max_length=200)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    total_tokens = models.PositiveIntegerField(default=0)
-    cost = MoneyField(default=ZERO, help_text="USD")
-    cost_source = models.CharField(max_length=16, choices=CostSource.choices)
-    latency_ms = models.PositiveIntegerField(default=0)
-    status = models.CharField(max_length=8, choices=CallStatus.choices)
-    error_code = models.CharField(max_length=64, blank=True)
-    error_message = models.TextField(blank=True)
-    retries = models.PositiveSmallIntegerField(default=0)
-    is_fallback = models.BooleanField(default=False)
-    period = models.CharField(max_length=7, db_index=True, help_text="YYYY-MM (UTC)")
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        verbose_name = "ledger entry"
-        verbose_name_plural = "ledger"
-        ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["user", "created_at"], name="ledger_user_created")]
-
-    def __str__(self) -> str:
-        return f"{self.provider}/{self.model} {self.status} {self.created_at:%Y-%m-%d %H:%M:%S}"
-
-
-PROVIDER_NAMES = [name for name, _ in PROVIDER_CHOICES]
-
-
-class UsageSummary(models.Model):
-    """A user's usage in one billing period: the ledger's sums, plus admins' adjustments.
-
-    Columns are only ever changed with ``F()`` updates (by the recorder, budget reservations
-    and adjustments), never by saving a whole row, so no concurrent change is lost.
-    """
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="llm_usage_summaries",
-    )
-    period = models.CharField(max_length=7, help_text="YYYY-MM (UTC)")
-    gemini_calls = models.PositiveIntegerField(default=0)
-    gemini_tokens = models.PositiveBigIntegerField(default=0)
-    gemini_cost = MoneyField(default=ZERO)
-    openrouter_calls = models.PositiveIntegerField(default=0)
-    openrouter_tokens = models.PositiveBigIntegerField(default=0)
-    openrouter_cost = MoneyField(default=ZERO)
-    huggingface_calls = models.PositiveIntegerField(default=0)
-    huggingface_tokens = models.PositiveBigIntegerField(default=0)
-    huggingface_cost = MoneyField(default=ZERO)
-    total_calls = models.PositiveIntegerField(default=0)
-    total_tokens = models.PositiveBigIntegerField(default=0)
-    total_cost = MoneyField(default=ZERO)
-    # Budget reservations of calls in flight (settled when they are recorded).
-    reserved_cost = MoneyField(default=ZERO, editable=False)
-    reserved_calls = models.IntegerField(default=0, editable=False)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        verbose_name = "usage summary"
-        verbose_name_plural = "usage summaries"
-        ordering = ["-period", "user_id"]
-        constraints = [
-            models.UniqueConstraint(fields=["user", "period"], name="one_summary_per_user_period"),
-            # NULLs are distinct in unique constraints: system usage needs its own.
-            models.UniqueConstraint(
-                fields=["period"],
-                condition=Q(user__isnull=True),
-                name="one_system_summary_per_period",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.user or '(system)'} {self.period}"
-
-
-class UsageAdjustment(models.Model):
-    """An admin's correction of one summary column; kept so the ledger still explains the total."""
-
-    summary = models.ForeignKey(UsageSummary, on_delete=models.CASCADE, related_name="adjustments")
-    field = models.CharField(max_length=32)
-    old_value = models.CharField(max_length=40)
-    new_value = models.CharField(max_length=40)
-    delta = models.CharField(max_length=40)
-    reason = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.old_value} → {self.new_value}"
-
-
-class PriceSource(models.TextChoices):
-    SEED = "seed", "seeded"
-    OPENROUTER = "openrouter", "OpenRouter /models"
-    ADMIN = "admin", "entered by an admin"
-
-
-class ModelPrice(models.Model):
-    """What a model costs, USD per million tokens. Model ids are stored lower-case."""
-
-    provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
-    model = models.CharField(max_length=200)
-    prompt_per_million = models.DecimalField(max_digits=20, decimal_places=8)
-    completion_per_million = models.DecimalField(max_digits=20, decimal_places=8)
-    source = models.CharField(max_length=16, choices=PriceSource.choices, default=PriceSource.ADMIN)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["provider", "model"]
-        constraints = [
-            models.UniqueConstraint(fields=["provider", "model"], name="one_price_per_model"),
-            models.CheckConstraint(
-                condition=Q(prompt_per_million__gte=0) & Q(completion_per_million__gte=0),
-                name="price_not_negative",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.provider}/{self.model}"
-
-    def save(self, *args, **kwargs) -> None:
-        self.model = self.model.strip().lower()
-        super().save(*args, **kwargs)
-
-
-class UsageBudget(models.Model):
-    """A user's monthly limits. Empty = unlimited; users without a row get the global default
-    (``LLM_DEFAULT_MONTHLY_COST_LIMIT`` / ``LLM_DEFAULT_MONTHLY_CALL_LIMIT``)."""
-
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="llm_budget"
-    )
-    monthly_cost_limit = models.DecimalField(
-        max_digits=14, decimal_places=6, null=True, blank=True, help_text="USD; empty = unlimited"
-    )
-    monthly_call_limit = models.PositiveIntegerField(
-        null=True, blank=True, help_text="successful calls; empty = unlimited"
-    )
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(monthly_cost_limit__gte=0) | Q(monthly_cost_limit__isnull=True),
-                name="budget_not_negative",
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"budget of {self.user}"

@@ -6,13 +6,14 @@ huggingface); adding a provider means adding its class here.
 
 from __future__ import annotations
 
-from .base_provider import Provider
+from collections.abc import Container
+
 from .conf import llm_settings
 from .exceptions import InvalidRequest, ProviderNotConfigured, UnknownProvider
-from .gemini_provider import GeminiProvider
-from .huggingface_provider import HuggingFaceProvider
-from .keys import ResolvedKey
-from .openrouter_provider import OpenRouterProvider
+from .providers.base import Provider
+from .providers.gemini import GeminiProvider
+from .providers.huggingface import HuggingFaceProvider
+from .providers.openrouter import OpenRouterProvider
 
 PROVIDER_CLASSES: tuple[type[Provider], ...] = (
     GeminiProvider,
@@ -83,8 +84,9 @@ def no_provider_error() -> ProviderNotConfigured:
     )
 
 
-def primary_provider(keys: dict[str, ResolvedKey]) -> str | None:
-    """``GPT_PROVIDER`` if set, else the first provider (in priority order) that has a key."""
+def primary_provider(keys: Container[str]) -> str | None:
+    """``GPT_PROVIDER`` if set, else the first provider (in priority order) in ``keys`` (the
+    names of the providers that have a key)."""
     configured = configured_primary()
     if configured is not None:
         return configured

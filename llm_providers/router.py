@@ -16,9 +16,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import budgets, registry
-from .base_provider import Provider, ProviderStream
-from .budgets import Reservation
+from . import registry
+from .accounting import budgets
+from .accounting.budgets import Reservation
+from .accounting.ledger import record_call_safely
+from .accounting.prices import estimate_tokens, worst_case_cost
 from .conf import llm_settings
 from .exceptions import (
     AllProvidersFailed,
@@ -28,10 +30,9 @@ from .exceptions import (
     ProviderFailure,
 )
 from .keys import ResolvedKey, mark_used, resolve_keys
-from .pricing import estimate_tokens, worst_case_cost
+from .providers.base import Provider, ProviderStream
 from .results import Attempt, ChatRequest, Completion, Generation, Message, TextDelta, Usage
 from .structured import check_schema
-from .usage import record_call_safely
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,9 @@ fails as a connection error, so no test reaches the network.
 import pytest
 import responses
 
-from llm_providers import base_provider, keys, pricing
+from llm_providers import keys
+from llm_providers.accounting import prices
+from llm_providers.providers import base as base_provider
 
 OPENROUTER_URL = "https://openrouter.test/api/v1"
 GEMINI_URL = "https://gemini.test/v1beta"
@@ -70,9 +72,9 @@ def llm_config(settings):
 @pytest.fixture(autouse=True)
 def fresh_price_cache():
     """Each test sees the price table of its own database (tests roll their changes back)."""
-    pricing.invalidate()
+    prices.invalidate()
     yield
-    pricing.invalidate()
+    prices.invalidate()
 
 
 @pytest.fixture(autouse=True)

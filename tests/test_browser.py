@@ -29,7 +29,7 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
 
-from llm_providers import usage
+from llm_providers.accounting import ledger
 from llm_providers.models import APIKey, LedgerEntry
 from llm_providers.results import Attempt, Completion, Usage
 from tests.conftest import OPENROUTER_URL
@@ -281,7 +281,7 @@ def record(user, provider: str, model: str, cost: str) -> None:
         requests=1,
         requested_model=model,
     )
-    usage.record_call(f"req-{LedgerEntry.objects.count()}", user.pk, [attempt])
+    ledger.record_call(f"req-{LedgerEntry.objects.count()}", user.pk, [attempt])
 
 
 def test_cost_report_shows_the_totals_and_a_chart(

@@ -6,14 +6,14 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from llm_providers import budgets
-from llm_providers.budgets import Reservation
+from llm_providers.accounting import budgets
+from llm_providers.accounting.budgets import Reservation
+from llm_providers.accounting.ledger import record_call
+from llm_providers.accounting.money import ZERO
 from llm_providers.exceptions import AllProvidersFailed, BudgetExceeded
 from llm_providers.main_text_generation import llm_generate, llm_stream
 from llm_providers.models import LedgerEntry, UsageBudget, UsageSummary, billing_period
-from llm_providers.money import ZERO
 from llm_providers.results import Attempt, Completion, Usage
-from llm_providers.usage import record_call
 from tests.conftest import GEMINI_URL
 from tests.test_router import gemini_chunk, gemini_ok, sse
 

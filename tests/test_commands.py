@@ -10,7 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from responses import matchers
 
-from llm_providers import pricing, usage
+from llm_providers.accounting import ledger
+from llm_providers.accounting import prices as price_table
 from llm_providers.models import ModelPrice, UsageSummary, billing_period
 from tests.conftest import OPENROUTER_URL
 
@@ -177,7 +178,7 @@ def test_usage_report_includes_adjustments_and_defaults_to_this_month(django_use
     carol = django_user_model.objects.create_user("carol")
     record(carol, cost=Decimal("0.5"))
     summary = UsageSummary.objects.get(user=carol)
-    usage.adjust_summary(summary.pk, {"openrouter_cost": Decimal("-0.2")}, reason="refund")
+    ledger.adjust_summary(summary.pk, {"openrouter_cost": Decimal("-0.2")}, reason="refund")
 
     [row] = json.loads(run("llm_usage_report", "--format", "json"))
     assert (row["user"], row["period"]) == ("carol", billing_period())
@@ -283,7 +284,9 @@ def test_sync_model_prices(http, settings, admin_price, body):
     assert "kept (admin) 1" in out
     assert "an admin's price wins" in out and "anthropic/claude-3-opus" in out
     # The price cache is dropped: the next call is priced with the new price.
-    assert pricing.price_for("openrouter", "acme/new-model").prompt_per_million == Decimal("0.125")
+    assert price_table.price_for("openrouter", "acme/new-model").prompt_per_million == Decimal(
+        "0.125"
+    )
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,9 @@ from llm_providers.exceptions import (
     RateLimited,
     UpstreamTimeout,
 )
-from llm_providers.gemini_provider import GeminiProvider
-from llm_providers.huggingface_provider import HuggingFaceProvider
-from llm_providers.openrouter_provider import OpenRouterProvider
+from llm_providers.providers.gemini import GeminiProvider
+from llm_providers.providers.huggingface import HuggingFaceProvider
+from llm_providers.providers.openrouter import OpenRouterProvider
 from llm_providers.results import ChatRequest
 from llm_providers.testing import FakeConfig, FakeUpstream, FakeUpstreamClient
 from llm_providers.testing.faults import FaultError, parse_faults

@@ -12,8 +12,8 @@ from decimal import Decimal
 
 import pytest
 
-from llm_providers import base_provider
 from llm_providers.main_text_generation import llm_generate, llm_stream
+from llm_providers.providers import base as base_provider
 from llm_providers.results import Generation, TextDelta
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db]

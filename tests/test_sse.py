@@ -5,7 +5,7 @@ import io
 import pytest
 import requests
 
-from llm_providers.sse import iter_sse_data
+from llm_providers.providers.sse import iter_sse_data
 from tests.providers import wire
 
 

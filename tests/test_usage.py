@@ -9,7 +9,8 @@ import pytest
 from django.db import connection
 from django.db.models import Count, Q, Sum
 
-from llm_providers import db, usage
+from llm_providers.accounting import db, ledger
+from llm_providers.accounting.money import ZERO
 from llm_providers.exceptions import AllProvidersFailed, InvalidStructuredOutput
 from llm_providers.main_text_generation import llm_generate, llm_stream, llm_text_gen
 from llm_providers.models import (
@@ -20,7 +21,6 @@ from llm_providers.models import (
     UsageSummary,
     billing_period,
 )
-from llm_providers.money import ZERO
 from llm_providers.results import Attempt, Completion, Usage
 from tests.conftest import GEMINI_URL, HF_URL, OPENROUTER_URL
 from tests.test_router import gemini_chunk, gemini_ok, openai_ok, openrouter_stream, sse
@@ -118,7 +118,7 @@ def test_price_edit_applies_at_once(use_keys, http):
 
 
 def test_money_rounds_to_picodollars():
-    from llm_providers.pricing import Price
+    from llm_providers.accounting.prices import Price
 
     price = Price(Decimal("0.03"), Decimal("0.05"))
     assert price.cost(1, 0) == Decimal("0.00000003")
@@ -205,7 +205,7 @@ def test_recording_failure_is_raised_in_strict_mode_and_logged(monkeypatch, capl
     def broken(*args, **kwargs):
         raise RuntimeError("database is gone")
 
-    monkeypatch.setattr(usage, "record_call", broken)
+    monkeypatch.setattr(ledger, "record_call", broken)
     attempt = Attempt(
         provider="gemini",
         model="gemini-2.5-flash",
@@ -214,11 +214,11 @@ def test_recording_failure_is_raised_in_strict_mode_and_logged(monkeypatch, capl
         requests=1,
     )
     with pytest.raises(RuntimeError):
-        usage.record_call_safely("req1", None, [attempt])
+        ledger.record_call_safely("req1", None, [attempt])
     assert "Could not record LLM usage: request=req1" in caplog.text
 
     settings.LLM_STRICT_ACCOUNTING = False
-    entries = usage.record_call_safely("req2", None, [attempt])
+    entries = ledger.record_call_safely("req2", None, [attempt])
     assert entries[0].cost == Decimal("0.0000053")  # priced even though it was not saved
 
 

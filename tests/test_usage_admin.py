@@ -11,7 +11,9 @@ from django.contrib.auth.models import Permission
 from django.db.models import Count, Q, Sum
 from django.urls import reverse
 
-from llm_providers import pricing, usage
+from llm_providers.accounting import ledger, prices
+from llm_providers.accounting.money import ZERO
+from llm_providers.accounting.reports import month_bounds
 from llm_providers.models import (
     PROVIDER_NAMES,
     LedgerEntry,
@@ -21,8 +23,6 @@ from llm_providers.models import (
     UsageSummary,
     billing_period,
 )
-from llm_providers.money import ZERO
-from llm_providers.reports import month_bounds
 from llm_providers.results import Attempt, Completion, Usage
 
 LEDGER = reverse("admin:llm_providers_ledgerentry_changelist")
@@ -61,7 +61,7 @@ def record(user, provider="openrouter", model="openai/gpt-4o", tokens=(10, 9), c
         requests=1,
         requested_model=model,
     )
-    [entry] = usage.record_call(f"req-{user.pk if user else 'sys'}", user and user.pk, [attempt])
+    [entry] = ledger.record_call(f"req-{user.pk if user else 'sys'}", user and user.pk, [attempt])
     return entry
 
 
@@ -128,14 +128,14 @@ def assert_summary_explained(summary: UsageSummary) -> None:
             tokens=Sum("total_tokens"),
             cost=Sum("cost"),
         )
-        for metric, ledger in (
+        for metric, ledger_sum in (
             ("calls", sums["calls"]),
             ("tokens", sums["tokens"] or 0),
             ("cost", sums["cost"] or ZERO),
         ):
             field = f"{name}_{metric}"
             adjusted = sum((Decimal(a.delta) for a in adjustments if a.field == field), Decimal(0))
-            assert getattr(summary, field) == ledger + adjusted, field
+            assert getattr(summary, field) == ledger_sum + adjusted, field
     for metric in ("calls", "tokens", "cost"):
         assert getattr(summary, f"total_{metric}") == sum(
             getattr(summary, f"{name}_{metric}") for name in PROVIDER_NAMES
@@ -322,7 +322,7 @@ def test_an_edit_below_zero_after_a_concurrent_correction_is_refused(admin_clien
     data = form_values(admin_client.get(change_url(summary)))
     # Another admin takes $0.4 off meanwhile; taking $0.3 off what this page showed would
     # leave -$0.2.
-    usage.adjust_summary(summary.pk, {"openrouter_cost": Decimal("-0.4")}, reason="other")
+    ledger.adjust_summary(summary.pk, {"openrouter_cost": Decimal("-0.4")}, reason="other")
     data.update(openrouter_cost="0.2", reason="mine")
 
     response = admin_client.post(change_url(summary), data)
@@ -348,7 +348,7 @@ def test_a_correction_refused_at_save_time_writes_nothing(admin_client, alice, m
     summary = UsageSummary.objects.get(user=alice)
     data = form_values(admin_client.get(change_url(summary)))
     data.update(openrouter_cost="0.4", reason="why")
-    monkeypatch.setattr(usage, "adjust_summary", refused)
+    monkeypatch.setattr(ledger, "adjust_summary", refused)
 
     response = admin_client.post(change_url(summary), data, follow=True)
 
@@ -391,7 +391,7 @@ def test_summaries_cannot_be_added_or_deleted_and_list_shows_spend(admin_client,
 
 def test_adjust_summary_refuses_unknown_columns():
     with pytest.raises(ValueError, match="total_cost"):
-        usage.adjust_summary(1, {"total_cost": Decimal(1)}, reason="x")
+        ledger.adjust_summary(1, {"total_cost": Decimal(1)}, reason="x")
 
 
 # --- Prices and budgets ---------------------------------------------------------------------------
@@ -401,7 +401,7 @@ def test_adjust_summary_refuses_unknown_columns():
 def test_a_price_saved_in_the_admin_is_marked_admin_and_used_at_once(admin_client):
     price = ModelPrice.objects.get(provider="gemini", model="gemini-2.5-flash")
     assert price.source == "seed"
-    assert pricing.price_for("gemini", "gemini-2.5-flash").prompt_per_million == Decimal("0.3")
+    assert prices.price_for("gemini", "gemini-2.5-flash").prompt_per_million == Decimal("0.3")
 
     response = admin_client.post(
         reverse("admin:llm_providers_modelprice_change", args=[price.pk]),
@@ -420,7 +420,7 @@ def test_a_price_saved_in_the_admin_is_marked_admin_and_used_at_once(admin_clien
         Decimal("3"),
         "admin",
     )
-    assert pricing.price_for("gemini", "gemini-2.5-flash").prompt_per_million == Decimal("0.5")
+    assert prices.price_for("gemini", "gemini-2.5-flash").prompt_per_million == Decimal("0.5")
 
 
 @pytest.mark.django_db

@@ -17,7 +17,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
-from .. import budgets, freshness
+from .. import freshness
+from ..accounting import budgets
 from ..conf import llm_settings
 
 _MAX_CACHED = 10_000

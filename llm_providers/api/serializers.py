@@ -9,12 +9,12 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from .. import registry
+from ..accounting.money import money_str
 from ..conf import llm_settings
 from ..exceptions import LLMError, ModelNotFound
 from ..forms import check_secret
 from ..keys import resolve_keys
 from ..models import APIKey, LedgerEntry
-from ..money import money_str
 from ..structured import check_schema
 
 PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")

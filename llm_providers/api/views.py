@@ -21,11 +21,12 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import budgets, registry, reports
+from .. import registry
+from ..accounting import budgets, reports
+from ..accounting.money import money_str
 from ..keys import resolve_keys
 from ..main_text_generation import llm_generate, llm_stream
 from ..models import PROVIDER_NAMES, APIKey, CallStatus, LedgerEntry, UsageSummary, billing_period
-from ..money import money_str
 from . import serializers as s
 from .errors import error_body
 from .negotiation import PlainContentNegotiation

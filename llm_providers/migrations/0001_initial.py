@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import llm_providers.money
+import llm_providers.accounting.money
 from decimal import Decimal
 from django.conf import settings
 from django.db import migrations, models
@@ -59,17 +59,17 @@ class Migration(migrations.Migration):
                 ('period', models.CharField(help_text='YYYY-MM (UTC)', max_length=7)),
                 ('gemini_calls', models.PositiveIntegerField(default=0)),
                 ('gemini_tokens', models.PositiveBigIntegerField(default=0)),
-                ('gemini_cost', llm_providers.money.MoneyField(default=Decimal('0E-12'))),
+                ('gemini_cost', llm_providers.accounting.money.MoneyField(default=Decimal('0E-12'))),
                 ('openrouter_calls', models.PositiveIntegerField(default=0)),
                 ('openrouter_tokens', models.PositiveBigIntegerField(default=0)),
-                ('openrouter_cost', llm_providers.money.MoneyField(default=Decimal('0E-12'))),
+                ('openrouter_cost', llm_providers.accounting.money.MoneyField(default=Decimal('0E-12'))),
                 ('huggingface_calls', models.PositiveIntegerField(default=0)),
                 ('huggingface_tokens', models.PositiveBigIntegerField(default=0)),
-                ('huggingface_cost', llm_providers.money.MoneyField(default=Decimal('0E-12'))),
+                ('huggingface_cost', llm_providers.accounting.money.MoneyField(default=Decimal('0E-12'))),
                 ('total_calls', models.PositiveIntegerField(default=0)),
                 ('total_tokens', models.PositiveBigIntegerField(default=0)),
-                ('total_cost', llm_providers.money.MoneyField(default=Decimal('0E-12'))),
-                ('reserved_cost', llm_providers.money.MoneyField(default=Decimal('0E-12'), editable=False)),
+                ('total_cost', llm_providers.accounting.money.MoneyField(default=Decimal('0E-12'))),
+                ('reserved_cost', llm_providers.accounting.money.MoneyField(default=Decimal('0E-12'), editable=False)),
                 ('reserved_calls', models.IntegerField(default=0, editable=False)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
                 ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='llm_usage_summaries', to=settings.AUTH_USER_MODEL)),
@@ -107,7 +107,7 @@ class Migration(migrations.Migration):
                 ('prompt_tokens', models.PositiveIntegerField(default=0)),
                 ('completion_tokens', models.PositiveIntegerField(default=0)),
                 ('total_tokens', models.PositiveIntegerField(default=0)),
-                ('cost', llm_providers.money.MoneyField(default=Decimal('0E-12'), help_text='USD')),
+                ('cost', llm_providers.accounting.money.MoneyField(default=Decimal('0E-12'), help_text='USD')),
                 ('cost_source', models.CharField(choices=[('provider', 'reported by the provider'), ('price_table', 'price table'), ('estimated', 'estimated from the text'), ('unpriced', 'no known price (recorded as 0)')], max_length=16)),
                 ('latency_ms', models.PositiveIntegerField(default=0)),
                 ('status', models.CharField(choices=[('success', 'success'), ('error', 'error')], max_length=8)),

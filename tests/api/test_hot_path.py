@@ -18,7 +18,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
-from llm_providers import db, freshness, keys, structured
+from llm_providers import freshness, keys, structured
+from llm_providers.accounting import db
 from llm_providers.api import serializers as s
 from llm_providers.models import APIKey, LedgerEntry, UsageBudget, UsageSummary
 from llm_providers.results import Attempt, Completion, Generation, Usage
@@ -306,8 +307,8 @@ def test_the_answer_is_the_serializer_s_shape():
 def test_the_upstream_connection_is_reused(settings, http):
     """Calls share the process's pooled session: one connection to the upstream for many calls,
     and a pool as large as a server worker's threads."""
-    from llm_providers.base_provider import http_session
-    from llm_providers.gemini_provider import GeminiProvider
+    from llm_providers.providers.base import http_session
+    from llm_providers.providers.gemini import GeminiProvider
     from llm_providers.results import ChatRequest, Message
     from llm_providers.testing import FakeUpstream
 

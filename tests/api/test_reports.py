@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from llm_providers import reports
+from llm_providers.accounting import reports
+from llm_providers.accounting.reports import month_bounds
 from llm_providers.models import LedgerEntry, billing_period
-from llm_providers.reports import month_bounds
 from tests.api.support import API, assert_error
 from tests.providers.wire import gemini_generate_url, gemini_response
 

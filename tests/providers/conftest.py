@@ -2,10 +2,10 @@
 
 import pytest
 
-from llm_providers import base_provider
-from llm_providers.gemini_provider import GeminiProvider
-from llm_providers.huggingface_provider import HuggingFaceProvider
-from llm_providers.openrouter_provider import OpenRouterProvider
+from llm_providers.providers import base as base_provider
+from llm_providers.providers.gemini import GeminiProvider
+from llm_providers.providers.huggingface import HuggingFaceProvider
+from llm_providers.providers.openrouter import OpenRouterProvider
 from tests.conftest import FAKE_KEYS
 
 

@@ -16,18 +16,6 @@ import requests
 import responses
 from django.test import override_settings
 
-from llm_providers import base_provider
-from llm_providers.base_provider import (
-    RETRYABLE_STATUSES,
-    OpenAICompatibleProvider,
-    add_usage,
-    decimal_or_none,
-    error_status,
-    error_text,
-    parse_duration,
-    parse_retry_after,
-    schema_name,
-)
 from llm_providers.exceptions import (
     InsufficientCredits,
     InvalidRequest,
@@ -40,6 +28,17 @@ from llm_providers.exceptions import (
     RateLimited,
     UpstreamTimeout,
 )
+from llm_providers.providers import base as base_provider
+from llm_providers.providers.base import (
+    RETRYABLE_STATUSES,
+    add_usage,
+    decimal_or_none,
+    error_status,
+    error_text,
+    parse_duration,
+    parse_retry_after,
+)
+from llm_providers.providers.openai_compat import OpenAICompatibleProvider, schema_name
 from llm_providers.results import ChatRequest, Usage
 from tests.conftest import FAKE_KEYS, OPENROUTER_URL
 from tests.providers import wire

@@ -19,11 +19,8 @@ from llm_providers.exceptions import (
     RateLimited,
     UpstreamTimeout,
 )
-from llm_providers.gemini_provider import (
-    GeminiProvider,
-    gemini_structured_json_response,
-    gemini_text_response,
-)
+from llm_providers.gemini_provider import gemini_structured_json_response, gemini_text_response
+from llm_providers.providers.gemini import GeminiProvider
 from llm_providers.results import ChatRequest, Message, TextDelta, Usage
 from tests.conftest import FAKE_KEYS
 from tests.providers import wire

@@ -19,10 +19,10 @@ from llm_providers.exceptions import (
     UpstreamTimeout,
 )
 from llm_providers.huggingface_provider import (
-    HuggingFaceProvider,
     huggingface_structured_json_response,
     huggingface_text_response,
 )
+from llm_providers.providers.huggingface import HuggingFaceProvider
 from llm_providers.results import ChatRequest, TextDelta, Usage
 from tests.conftest import FAKE_KEYS
 from tests.providers import wire

@@ -21,10 +21,10 @@ from llm_providers.exceptions import (
 )
 from llm_providers.models import APIKey
 from llm_providers.openrouter_provider import (
-    OpenRouterProvider,
     openrouter_structured_json_response,
     openrouter_text_response,
 )
+from llm_providers.providers.openrouter import OpenRouterProvider
 from llm_providers.results import ChatRequest, Message, TextDelta, Usage
 from tests.conftest import FAKE_KEYS
 from tests.providers import wire

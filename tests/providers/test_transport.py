@@ -16,17 +16,17 @@ import requests
 import responses
 from requests.adapters import HTTPAdapter
 
-from llm_providers.base_provider import (
+from llm_providers.exceptions import LLMError, ProviderUnavailable
+from llm_providers.providers.base import (
     HTTPCall,
     UpstreamAdapter,
     http_session,
     prepare_request,
     transmit,
 )
-from llm_providers.exceptions import LLMError, ProviderUnavailable
-from llm_providers.gemini_provider import GeminiProvider
-from llm_providers.huggingface_provider import HuggingFaceProvider
-from llm_providers.openrouter_provider import OpenRouterProvider
+from llm_providers.providers.gemini import GeminiProvider
+from llm_providers.providers.huggingface import HuggingFaceProvider
+from llm_providers.providers.openrouter import OpenRouterProvider
 from llm_providers.results import ChatRequest, Message
 from tests.conftest import FAKE_KEYS, GEMINI_URL
 from tests.providers import wire

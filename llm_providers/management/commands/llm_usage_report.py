@@ -12,9 +12,9 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from llm_providers import reports
+from llm_providers.accounting import reports
+from llm_providers.accounting.money import money_str
 from llm_providers.models import PROVIDER_NAMES, billing_period
-from llm_providers.money import money_str
 
 PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 GROUPS = [*PROVIDER_NAMES, "total"]

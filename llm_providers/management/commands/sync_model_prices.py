@@ -15,10 +15,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from llm_providers import pricing
+from llm_providers.accounting import prices
+from llm_providers.accounting.money import money_str
 from llm_providers.conf import llm_settings
 from llm_providers.models import ModelPrice, PriceSource
-from llm_providers.money import money_str
 
 PROVIDER = "openrouter"
 MILLION = Decimal(1_000_000)
@@ -92,7 +92,7 @@ class Command(BaseCommand):
                     ["prompt_per_million", "completion_per_million", "source", "updated_at"],
                 )
         if not dry_run:
-            pricing.invalidate()  # bulk writes send no post_save
+            prices.invalidate()  # bulk writes send no post_save
 
         if kept:
             self.stdout.write(

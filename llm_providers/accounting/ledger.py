@@ -20,9 +20,10 @@ from django.db import connections, transaction
 from django.db import router as db_router
 from django.db.models import F, Q, Value
 
+from ..conf import llm_settings
+from ..results import Attempt
 from . import budgets
 from .budgets import Reservation
-from .conf import llm_settings
 from .db import GroupCommit, insert
 from .models import (
     PROVIDER_NAMES,
@@ -33,8 +34,7 @@ from .models import (
     billing_period,
 )
 from .money import ZERO, MoneyField, money_str, to_money
-from .pricing import cost_of
-from .results import Attempt
+from .prices import cost_of
 
 logger = logging.getLogger(__name__)
 

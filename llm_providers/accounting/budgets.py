@@ -17,9 +17,9 @@ from decimal import Decimal
 from django.db import connections
 from django.db import router as db_router
 
-from .conf import llm_settings
+from ..conf import llm_settings
+from ..exceptions import BudgetExceeded
 from .db import write_transaction
-from .exceptions import BudgetExceeded
 from .models import UsageBudget, UsageSummary, billing_period
 from .money import ZERO, money_str, to_money
 

@@ -18,10 +18,10 @@ from decimal import Decimal
 
 from django.db.models.signals import post_delete, post_save
 
-from .conf import llm_settings
+from ..conf import llm_settings
+from ..results import Usage
 from .models import CostSource, ModelPrice
 from .money import ZERO, to_money
-from .results import Usage
 
 logger = logging.getLogger(__name__)
 MILLION = Decimal(1_000_000)

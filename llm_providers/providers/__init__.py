@@ -1,0 +1,7 @@
+"""Provider clients: pure HTTP, no database.
+
+``base`` holds what every provider shares (the session, retries, error mapping, streaming,
+structured output), ``openai_compat`` the OpenAI chat-completions dialect, and each other module
+one provider, saying only what is particular to it. The registry (``llm_providers.registry``)
+lists them.
+"""
