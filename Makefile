@@ -111,11 +111,13 @@ bench: $(STAMP) ## benchmark make serve against the fake upstream; writes bench/
 
 # ALWRITY_ENV_FILE= : a developer's .env (keys, DEBUG, ...) never reaches the tests. DATABASE_URL
 # from the environment still does: CI uses it to run the suite on PostgreSQL.
-test: $(STAMP) ## ruff check, ruff format --check, then the whole pytest suite
+test: $(STAMP) ## ruff check, ruff format --check, lint-imports, then the whole pytest suite
 	@echo "==> ruff check"
 	@$(BIN)/ruff check .
 	@echo "==> ruff format --check"
 	@$(BIN)/ruff format --check .
+	@echo "==> lint-imports (the layers in pyproject.toml)"
+	@$(BIN)/lint-imports --no-cache
 	@echo "==> pytest (database: $$(ALWRITY_ENV_FILE= $(PY) -c "$$DB_DESCRIPTION"))"
 	@ALWRITY_ENV_FILE= $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests; this suite always has tests" >&2; fi; \
