@@ -3,7 +3,7 @@
     make bench                                   # the full grid, writes bench/RESULTS.md
     .venv/bin/python -m bench.run --delays 1000 --concurrency 256 --no-write   # one cell
 
-It starts the fake upstream (``python -m llm_providers.testing.fake_upstream``, its own process)
+It starts the fake upstream (``python -m fake_upstream``, its own process)
 and the production server with the very command ``make serve`` runs (gunicorn, on a free
 loopback port, a throwaway SQLite database, the base URLs pointed at the fake, one provider key
 stored in the admin's key table, throttle rates high enough never to refuse), creates a user
@@ -247,7 +247,7 @@ def start_fake(delay_ms: int, log) -> tuple[subprocess.Popen, str, dict[str, str
     """The fake upstream as its own process (recording off); returns it, its URL, base URLs."""
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", "llm_providers.testing.fake_upstream", "--host", HOST),
+            *(sys.executable, "-m", "fake_upstream", "--host", HOST),
             *("--port", "0", "--delay-ms", str(delay_ms), "--no-record"),
         ],
         cwd=ROOT,
@@ -257,7 +257,7 @@ def start_fake(delay_ms: int, log) -> tuple[subprocess.Popen, str, dict[str, str
         start_new_session=True,
     )
     assert process.stdout is not None
-    lines = [process.stdout.readline().strip() for _ in range(4)]
+    lines = [process.stdout.readline().strip() for _ in range(5)]
     values = dict(line.partition("=")[::2] for line in lines if "=" in line)
     if "FAKE_UPSTREAM_URL" not in values:
         stop(process)
@@ -628,7 +628,7 @@ def report(args, rows: list[dict], floor: list[dict], info: dict[str, str]) -> s
         f"- Machine: {info['cpu']}; {info['memory']} memory; {info['os']}.",
         f"- Python: {info['python']}. Database: {info['database']}.",
         f"- Server: the command `make serve` runs, `{info['serve_command']}`.",
-        "- Upstream: the fake (`python -m llm_providers.testing.fake_upstream --no-record "
+        "- Upstream: the fake (`python -m fake_upstream --no-record "
         "--delay-ms N`) in its own process; 20-word answers.",
         f"- Client: plain asyncio (a minimal HTTP/1.1 client) in one process, one keep-alive "
         f"connection per concurrent "

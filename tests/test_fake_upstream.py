@@ -1,4 +1,4 @@
-"""The fake upstream (llm_providers.testing), driven over real HTTP by our own provider clients.
+"""The fake upstream (fake_upstream/), driven over real HTTP by our own provider clients.
 
 One fake serves the module; each test resets its scripts, records and configuration. The
 autouse ``http`` fixture mocks ``requests`` with ``responses``: the fake's URL is let through.
@@ -24,6 +24,9 @@ import pytest
 import requests
 from django.core.management import call_command
 
+from fake_upstream import FakeConfig, FakeUpstream, FakeUpstreamClient
+from fake_upstream.faults import FaultError, parse_faults
+from fake_upstream.replies import NOT_JSON, example_for_schema
 from llm_providers.exceptions import (
     InvalidStructuredOutput,
     ModelNotFound,
@@ -36,9 +39,6 @@ from llm_providers.providers.gemini import GeminiProvider
 from llm_providers.providers.huggingface import HuggingFaceProvider
 from llm_providers.providers.openrouter import OpenRouterProvider
 from llm_providers.results import ChatRequest
-from llm_providers.testing import FakeConfig, FakeUpstream, FakeUpstreamClient
-from llm_providers.testing.faults import FaultError, parse_faults
-from llm_providers.testing.replies import NOT_JSON, example_for_schema
 from tests.conftest import FAKE_KEYS
 
 
@@ -574,6 +574,115 @@ def test_delays(fake, settings):
         client(case).complete(ask(case))
 
 
+# --- The plain OpenAI-compatible route (custom providers), spoken to with plain requests --------
+
+
+def chat(url: str, headers: dict | None = None, **body) -> requests.Response:
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": PROMPT}], **body}
+    return requests.post(f"{url}/chat/completions", json=body, headers=headers or {}, timeout=5)
+
+
+def sse_events(response: requests.Response) -> list[str]:
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.text.endswith("data: [DONE]\n\n")
+    return [e.removeprefix("data: ") for e in response.text.split("\n\n") if e]
+
+
+def test_openai_route_needs_no_key(fake):
+    response = chat(fake.openai_base_url())
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["object"], body["model"]) == ("chat.completion", "llama3.2")
+    [choice] = body["choices"]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"].startswith("Echo: Summarise the paper")
+    assert choice["finish_reason"] == "stop"
+    assert body["usage"] == {"prompt_tokens": 11, "completion_tokens": 20, "total_tokens": 31}
+    [record] = fake.requests("ollama")
+    assert record["provider"] == "openai"
+    assert record["path"] == "/openai/v1/chat/completions"
+    assert record["auth"]["present"] is False
+
+    short = chat(fake.openai_base_url(), max_tokens=5).json()
+    assert short["choices"][0]["finish_reason"] == "length"
+    assert short["usage"]["completion_tokens"] == 5
+
+
+def test_openai_route_stream_with_usage_last(fake):
+    plain = chat(fake.openai_base_url()).json()["choices"][0]["message"]["content"]
+    response = chat(fake.openai_base_url(), stream=True, stream_options={"include_usage": True})
+    *chunks, done = sse_events(response)
+    assert done == "[DONE]"
+    chunks = [json.loads(c) for c in chunks]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({c["id"] for c in chunks}) == 1
+    *content, finish, usage = chunks
+    assert content[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"]["content"] for c in content) == plain
+    assert all(c["usage"] is None for c in [*content, finish])
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    assert usage["choices"] == []
+    assert usage["usage"] == {"prompt_tokens": 11, "completion_tokens": 20, "total_tokens": 31}
+
+    without = chat(fake.openai_base_url(), stream=True)
+    assert '"usage"' not in without.text  # only when stream_options.include_usage asks
+
+
+def test_openai_route_honours_json_schema(fake):
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "paper", "strict": True, "schema": SCHEMA},
+    }
+    body = chat(fake.openai_base_url(), response_format=response_format).json()
+    jsonschema.validate(json.loads(body["choices"][0]["message"]["content"]), SCHEMA)
+
+    stream = chat(fake.openai_base_url(), response_format=response_format, stream=True)
+    text = "".join(
+        json.loads(e)["choices"][0]["delta"].get("content", "") for e in sse_events(stream)[:-1]
+    )
+    jsonschema.validate(json.loads(text), SCHEMA)
+
+
+def test_openai_route_errors(fake):
+    url = fake.openai_base_url()
+    refused = chat(url, headers={"Authorization": "Bearer bad-key"})
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+    assert chat(url, headers={"Authorization": "Bearer sk-local-1234"}).status_code == 200
+
+    missing = chat(url, model="missing-model")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+    assert chat(url, model="").status_code == 400
+
+    fake.script("openai", [{"status": 429, "retry_after": 2}, {"status": 503}])
+    limited = chat(url)
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "2")
+    assert limited.json()["error"]["type"] == "rate_limit_exceeded"
+    assert chat(url).json()["error"]["type"] == "server_error"
+    fake.script("ollama", [{"fault": "midstream_error", "status": 502}])
+    broken = chat(url, stream=True).text.split("\n\n")
+    assert json.loads(broken[1].removeprefix("data: "))["error"]["type"] == "server_error"
+    assert "[DONE]" not in broken[-1]
+    assert fake.pending()["openai"] == []
+
+
+def test_openai_route_one_base_url_per_server(fake):
+    for name in ("ollama", "vllm"):
+        base = fake.openai_base_url(name)
+        assert base == f"{fake.url}/openai/{name}/v1"
+        assert chat(base).status_code == 200
+        models = requests.get(f"{base}/models", timeout=5).json()
+        assert models["object"] == "list" and models["data"][0]["id"] == "llama3.2"
+    paths = [r["path"] for r in fake.requests("openai")]
+    assert paths == [
+        "/openai/ollama/v1/chat/completions",
+        "/openai/ollama/v1/models",
+        "/openai/vllm/v1/chat/completions",
+        "/openai/vllm/v1/models",
+    ]
+
+
 # --- Control API, CLI, lifecycle ----------------------------------------------------------------
 
 
@@ -641,7 +750,7 @@ def test_cli_prints_its_urls():
         [
             sys.executable,
             "-m",
-            "llm_providers.testing.fake_upstream",
+            "fake_upstream",
             "--port",
             "0",
             "--delay-ms",
@@ -652,13 +761,14 @@ def test_cli_prints_its_urls():
         text=True,
     )
     try:
-        lines = [process.stdout.readline().strip() for _ in range(4)]
+        lines = [process.stdout.readline().strip() for _ in range(5)]
         url = lines[0].removeprefix("FAKE_UPSTREAM_URL=")
         assert url.startswith("http://127.0.0.1:")
         assert lines[1:] == [
             f"OPENROUTER_BASE_URL={url}/openrouter/api/v1",
             f"GEMINI_BASE_URL={url}/gemini/v1beta",
             f"HF_BASE_URL={url}/hf/v1",
+            f"OPENAI_COMPATIBLE_BASE_URL={url}/openai/v1",
         ]
         with urllib.request.urlopen(f"{url}/_fake/health", timeout=5) as response:
             assert json.loads(response.read()) == {"ok": True}

@@ -25,7 +25,7 @@ from decimal import Decimal
 
 import pytest
 
-from llm_providers.testing import FakeConfig, FakeUpstream
+from fake_upstream import FakeConfig, FakeUpstream
 from tests.conftest import FAKE_KEYS
 from tests.e2e.harness import (
     ROOT,

@@ -1,8 +1,8 @@
 """How fast the fake upstream answers on its own: a load check to run by hand (not a test).
 
-    python -m llm_providers.testing.loadcheck                      # starts its own fake
-    python -m llm_providers.testing.loadcheck --concurrency 256 --requests 20000 --stream
-    python -m llm_providers.testing.loadcheck --url http://127.0.0.1:8900 --provider gemini
+    python -m fake_upstream.loadcheck                      # starts its own fake
+    python -m fake_upstream.loadcheck --concurrency 256 --requests 20000 --stream
+    python -m fake_upstream.loadcheck --url http://127.0.0.1:8900 --provider gemini
 
 Without ``--url`` it starts the fake as a separate process (the CLI, recording off), so the
 fake and this client each get a core, as the fake and the gateway do in ``make bench``. It
@@ -21,7 +21,7 @@ import time
 
 import aiohttp
 
-from .fake_upstream import base_urls
+from .server import base_urls
 
 KEYS = {
     "openrouter": ("Authorization", "Bearer sk-or-v1-loadcheck0000000000000000"),
@@ -110,7 +110,7 @@ def start_fake(delay_ms: float) -> tuple[subprocess.Popen, str]:
         [
             sys.executable,
             "-m",
-            "llm_providers.testing.fake_upstream",
+            "fake_upstream",
             "--port",
             "0",
             "--no-record",
@@ -140,7 +140,7 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm_providers.testing.loadcheck")
+    parser = argparse.ArgumentParser(prog="python -m fake_upstream.loadcheck")
     parser.add_argument("--url", help="a running fake (default: start one)")
     parser.add_argument(
         "--provider", default="all", choices=["all", "openrouter", "gemini", "huggingface"]

@@ -1,11 +1,12 @@
-"""The three providers' wire formats, as the fake upstream speaks them (shared/PROVIDERS.md).
+"""The providers' wire formats, as the fake upstream speaks them (shared/PROVIDERS.md).
 
 A ``Dialect`` knows one provider's side of the wire: how its requests carry the key, the model,
 the prompt and the JSON schema; how its answers, streams and errors look. The server
-(``fake_upstream``) runs the same pipeline for all three and asks the dialect for the bytes.
+(``server``) runs the same pipeline for all of them and asks the dialect for the bytes: the
+three built-in providers' formats, and OpenAI's own (``OpenAICompatible``) for custom providers.
 
 Extension point: a new provider is a ``Dialect`` subclass (request parsing, bodies, stream
-events, error bodies) plus its routes in ``fake_upstream.FakeApp.routes``.
+events, error bodies) plus its routes in ``server.FakeApp.routes``.
 
 Bodies are built with plain dicts and one ``json.dumps`` each; stream chunks share a prefix
 serialised once per request, so a chunk costs one small ``dumps`` of its ``choices``.
@@ -1088,6 +1089,138 @@ class HuggingFace(Dialect):
                 headers["RateLimit"] = f'"api";r=0;t={max(int(retry_after), 1)}'
                 headers["RateLimit-Policy"] = '"fixed window";"api";q=500;w=300'
         return _json_response(body, status, headers)
+
+    def list_models(self, request):
+        return web.Response(body=self._models_body, content_type=JSON)
+
+
+# --- A plain OpenAI-compatible server (custom providers: Ollama, vLLM, LM Studio, ...) --------
+
+_OPENAI_MODEL = re.compile(r"^[A-Za-z0-9][\w./:-]*$")
+_OPENAI_MODELS = ("llama3.2", "qwen2.5:7b", "mistral-small3.1")
+_OPENAI_ERRORS = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("permission_error", None, "You are not allowed to use this model."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist."),
+    429: ("rate_limit_exceeded", "rate_limit_exceeded", "Rate limit reached. Retry later."),
+    500: ("server_error", None, "The server had an error while processing your request."),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", None, "The server is overloaded. Please try again later."),
+    504: ("server_error", None, "The request timed out."),
+}
+
+
+class OpenAICompatible(Dialect):
+    """OpenAI's own chat-completions format, as a keyless local server (Ollama's ``/v1``,
+    vLLM, llama.cpp's server) speaks it: what a custom provider (SPEC §12.1) talks to.
+
+    No key is needed; a key that does come is checked (one starting with "bad" is refused as
+    OpenAI refuses it), so a custom provider that requires a key can be tested here too. Any
+    model name is served, except one starting with "missing": 404, as for a model never pulled.
+    A stream carries usage only when ``stream_options.include_usage`` asks for it: then every
+    chunk has ``"usage": null`` and a last chunk with empty ``choices`` has the figures.
+    """
+
+    name = "openai"
+    prefix = "/openai/v1"
+    setting = "LLM_CUSTOM_PROVIDERS"  # a custom provider's "base_url"
+
+    def __init__(self, config):
+        self.config = config
+        data = [
+            {"id": model, "object": "model", "created": 1727740800, "owned_by": "library"}
+            for model in _OPENAI_MODELS
+        ]
+        self._models_body = json.dumps({"object": "list", "data": data}).encode()
+
+    def check_auth(self, raw_key):
+        if raw_key and is_bad_key(raw_key):
+            raise Answer(self.error(401))
+
+    def parse(self, body, request):
+        ask = _openai_ask(body, "")
+        if not ask.model:
+            raise Answer(self.error(400, message="you must provide a model parameter"))
+        if not _OPENAI_MODEL.match(ask.model):
+            raise Answer(self.error(400, message=f"invalid model name {ask.model!r}"))
+        if ask.model.startswith("missing"):
+            raise Answer(self.error(404, model=ask.model))
+        return ask
+
+    def _usage(self, ask: Ask, reply: Reply) -> dict:
+        return {
+            "prompt_tokens": ask.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": ask.prompt_tokens + reply.completion_tokens,
+        }
+
+    def completion(self, ask, reply):
+        body = {
+            "id": chatcmpl_id(),
+            "object": "chat.completion",
+            "created": now(),
+            "model": ask.model,
+            "system_fingerprint": "fp_fake0upstream",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text},
+                    "logprobs": None,
+                    "finish_reason": "length" if reply.truncated else "stop",
+                }
+            ],
+            "usage": self._usage(ask, reply),
+        }
+        return _json_response(body, separators=(",", ":"))
+
+    def stream_plan(self, ask, reply, pieces):
+        prefix = _chunk_prefix(
+            {
+                "id": chatcmpl_id(),
+                "object": "chat.completion.chunk",
+                "created": now(),
+                "model": ask.model,
+                "system_fingerprint": "fp_fake0upstream",
+            }
+        )
+        end = ',"usage":null}' if ask.include_usage else "}"
+        content = []
+        for i, piece in enumerate(pieces):
+            delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+            content.append(
+                prefix
+                + '"choices":[{"index":0,"delta":'
+                + _compact(delta)
+                + ',"logprobs":null,"finish_reason":null}]'
+                + end
+            )
+        finish = "length" if reply.truncated else "stop"
+        tail = [
+            prefix
+            + f'"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{finish}"}}]'
+            + end
+        ]
+        if ask.include_usage:
+            tail.append(prefix + '"choices":[],"usage":' + _compact(self._usage(ask, reply)) + "}")
+        tail.append("[DONE]")
+        return StreamPlan(content=content, tail=tail, chunk_prefix=prefix)
+
+    def _error_body(self, status: int, message: str | None = None) -> dict:
+        kind, code, default = _OPENAI_ERRORS.get(status, ("server_error", None, "Upstream error"))
+        return {"error": {"message": message or default, "type": kind, "param": None, "code": code}}
+
+    def stream_error(self, ask, plan, status):
+        return _compact(self._error_body(status))
+
+    def error_in_200(self, ask, status):
+        return _json_response(self._error_body(status))
+
+    def error(self, status, *, model="", retry_after=None, message=None):
+        if status == 404 and message is None and model:
+            message = f"The model `{model}` does not exist or you do not have access to it."
+        headers = {} if retry_after is None else {"Retry-After": _seconds(retry_after)}
+        return _json_response(self._error_body(status, message), status, headers)
 
     def list_models(self, request):
         return web.Response(body=self._models_body, content_type=JSON)

@@ -1,13 +1,19 @@
-"""A fake of the three upstreams (OpenRouter, Gemini, Hugging Face) on one port, over real HTTP.
+"""A fake of the upstreams (OpenRouter, Gemini, Hugging Face, and a plain OpenAI-compatible
+server for custom providers) on one port, over real HTTP.
 
 It speaks their real wire formats (shared/PROVIDERS.md) under one path prefix each, so pointing
-a base-URL setting at it is all a client needs::
+a base URL at it is all a client needs::
 
     OPENROUTER_BASE_URL = {url}/openrouter/api/v1   POST /chat/completions, GET /models, GET /key
     GEMINI_BASE_URL     = {url}/gemini/v1beta       POST /models/{m}:generateContent,
                                                     POST /models/{m}:streamGenerateContent?alt=sse,
                                                     GET /models, GET /models/{m}
     HF_BASE_URL         = {url}/hf/v1               POST /chat/completions, GET /models
+    a custom provider's {url}/openai/v1             POST /chat/completions, GET /models
+      base_url          {url}/openai/<name>/v1      (the same, one base URL per custom provider)
+
+The OpenAI-compatible route needs no key, like a local Ollama (``dialects.OpenAICompatible``);
+its requests are recorded and scripted as provider ``openai``, whichever base URL they used.
 
 Answers are deterministic (``Echo: <first words of the prompt>`` padded to
 ``completion_words`` words; a JSON object valid for the schema when one is asked for), token
@@ -25,16 +31,16 @@ per provider (``faults``) and everything is steered through a control API on the
 
 Run it:
 
-* ``python -m llm_providers.testing.fake_upstream --port 8900 --delay-ms 0`` (``--port 0`` picks a
-  free port) prints ``FAKE_UPSTREAM_URL=…`` and the three ``*_BASE_URL=…`` lines, then serves until
-  interrupted;
+* ``python -m fake_upstream --port 8900 --delay-ms 0`` (``--port 0`` picks a free port) prints
+  ``FAKE_UPSTREAM_URL=…``, the three ``*_BASE_URL=…`` lines and
+  ``OPENAI_COMPATIBLE_BASE_URL=…``, then serves until interrupted;
 * ``with FakeUpstream(delay_ms=0) as fake:`` runs it in a background thread of the current
   process (tests): ``fake.base_urls``, ``fake.script()``, ``fake.requests()`` …;
 * ``FakeUpstreamClient(url)`` steers one started elsewhere (the CLI) with the same methods.
 
 Built to never be the bottleneck of a benchmark: no per-request logging (aiohttp's access log is
 off), one ``json.dumps`` per body, delays are ``asyncio.sleep`` (thousands wait concurrently),
-keep-alive on, a 2048-connection backlog. ``python -m llm_providers.testing.loadcheck`` measures
+keep-alive on, a 2048-connection backlog. ``python -m fake_upstream.loadcheck`` measures
 it alone (requests/s at 256 connections, and the fake's own CPU time per request: about
 0.2-0.3 ms on this 2-core machine, i.e. several thousand requests/s per core).
 """
@@ -62,6 +68,7 @@ from .dialects import (
     Dialect,
     Gemini,
     HuggingFace,
+    OpenAICompatible,
     OpenRouter,
     Reply,
     key_info,
@@ -69,8 +76,8 @@ from .dialects import (
 from .faults import Fault, FaultError, parse_faults
 from .replies import NOT_JSON, count_words, echo_text, json_reply, split_for_stream
 
-PROVIDERS = ("openrouter", "gemini", "huggingface")
-ALIASES = {"hf": "huggingface", "google": "gemini"}
+PROVIDERS = ("openrouter", "gemini", "huggingface", "openai")
+ALIASES = {"hf": "huggingface", "google": "gemini", "ollama": "openai"}
 # Header values never recorded: they carry the key.
 SECRET_HEADERS = frozenset({"authorization", "x-goog-api-key", "proxy-authorization", "cookie"})
 BACKLOG = 2048
@@ -122,7 +129,9 @@ class FakeConfig:
 def provider_name(name: Any) -> str:
     name = ALIASES.get(str(name).lower(), str(name).lower())
     if name not in PROVIDERS:
-        raise ValueError(f"unknown provider {name!r}; known: {', '.join(PROVIDERS)} (or hf)")
+        raise ValueError(
+            f"unknown provider {name!r}; known: {', '.join(PROVIDERS)} (or {', '.join(ALIASES)})"
+        )
     return name
 
 
@@ -133,7 +142,12 @@ class FakeApp:
         self.config = config or FakeConfig()
         self.dialects: dict[str, Dialect] = {
             d.name: d
-            for d in (OpenRouter(self.config), Gemini(self.config), HuggingFace(self.config))
+            for d in (
+                OpenRouter(self.config),
+                Gemini(self.config),
+                HuggingFace(self.config),
+                OpenAICompatible(self.config),
+            )
         }
         self.faults: dict[str, deque[Fault]] = {name: deque() for name in PROVIDERS}
         self.records: deque[dict] = deque(maxlen=self.config.record_limit)
@@ -144,8 +158,10 @@ class FakeApp:
 
     def routes(self) -> list[web.AbstractRouteDef]:
         """Extension point: a new provider adds its dialect and its routes here."""
-        o, g, h = (self.dialects[n] for n in PROVIDERS)
+        o, g, h, c = (self.dialects[n] for n in PROVIDERS)
         gen = self._generate_route
+        # A custom provider's base URL: /openai/v1, or /openai/<name>/v1 to give each its own.
+        custom = (c.prefix, c.prefix.removesuffix("/v1") + "/{server:[A-Za-z0-9][\\w.-]*}/v1")
         return [
             web.post(f"{o.prefix}/chat/completions", gen(o)),
             web.get(f"{o.prefix}/models", self._listing(o)),
@@ -156,6 +172,8 @@ class FakeApp:
             web.get(g.prefix + "/models/{model:[^/:]+}", self._gemini_model),
             web.post(f"{h.prefix}/chat/completions", gen(h)),
             web.get(f"{h.prefix}/models", self._listing(h)),
+            *(web.post(f"{base}/chat/completions", gen(c)) for base in custom),
+            *(web.get(f"{base}/models", self._listing(c)) for base in custom),
             web.post("/_fake/script", self._control_script),
             web.get("/_fake/script", self._control_pending),
             web.post("/_fake/reset", self._control_reset),
@@ -462,13 +480,22 @@ class FakeApp:
 
 
 def base_urls(url: str) -> dict[str, str]:
-    """The three base-URL settings pointed at a fake served at ``url``."""
+    """The three built-in providers' base-URL settings pointed at a fake served at ``url``."""
     url = url.rstrip("/")
     return {
         "OPENROUTER_BASE_URL": f"{url}{OpenRouter.prefix}",
         "GEMINI_BASE_URL": f"{url}{Gemini.prefix}",
         "HF_BASE_URL": f"{url}{HuggingFace.prefix}",
     }
+
+
+def openai_base_url(url: str, server: str | None = None) -> str:
+    """A custom provider's ``base_url`` on a fake served at ``url``: the plain OpenAI-compatible
+    route, or with ``server`` one of its own (records tell them apart by ``path``)."""
+    prefix = OpenAICompatible.prefix
+    if server:
+        prefix = f"{prefix.removesuffix('/v1')}/{server}/v1"
+    return url.rstrip("/") + prefix
 
 
 class FakeServer:
@@ -583,6 +610,9 @@ class FakeUpstream:
     def base_urls(self) -> dict[str, str]:
         return base_urls(self.url)
 
+    def openai_base_url(self, server: str | None = None) -> str:
+        return openai_base_url(self.url, server)
+
     # --- steering (thread-safe: each runs on the fake's loop) ---
 
     def _call(self, fn, *args: Any) -> Any:
@@ -625,6 +655,9 @@ class FakeUpstreamClient:
     def base_urls(self) -> dict[str, str]:
         return base_urls(self.url)
 
+    def openai_base_url(self, server: str | None = None) -> str:
+        return openai_base_url(self.url, server)
+
     def _request(self, method: str, path: str, data: Any = None) -> Any:
         body = None if data is None else json.dumps(data).encode()
         request = urllib.request.Request(
@@ -660,8 +693,9 @@ class FakeUpstreamClient:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m llm_providers.testing.fake_upstream",
-        description="Serve fake OpenRouter, Gemini and Hugging Face APIs on one port.",
+        prog="python -m fake_upstream",
+        description="Serve fake OpenRouter, Gemini, Hugging Face and OpenAI-compatible APIs "
+        "on one port.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900, help="0 picks a free port")
@@ -687,6 +721,7 @@ async def _serve(args: argparse.Namespace) -> None:
     server = FakeServer(args.host, args.port, config)
     url = await server.start()
     lines = [f"FAKE_UPSTREAM_URL={url}"] + [f"{k}={v}" for k, v in base_urls(url).items()]
+    lines.append(f"OPENAI_COMPATIBLE_BASE_URL={openai_base_url(url)}")
     print("\n".join(lines), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
