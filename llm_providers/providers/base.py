@@ -1,4 +1,5 @@
-"""What every provider shares: the HTTP session, retries, error mapping, streaming, JSON output.
+"""What every provider shares: retries, error mapping, streaming, JSON output (the HTTP
+transport under them is ``http``).
 
 A provider module subclasses ``Provider`` (or ``OpenAICompatibleProvider``) and says only what is
 different about its service: how to build the request, how to read the answer, how to read its
@@ -10,27 +11,19 @@ router resolved, and the key appears nowhere but in the request's auth header.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import random
 import re
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any, ClassVar
 
 import requests
-from requests.adapters import HTTPAdapter
-from requests.cookies import RequestsCookieJar
-from requests.utils import get_auth_from_url, resolve_proxies
-from urllib3.connectionpool import HTTPConnectionPool
-from urllib3.exceptions import ReadTimeoutError
+import tenacity
 
 from ..conf import llm_settings
 from ..exceptions import (
@@ -46,26 +39,16 @@ from ..exceptions import (
 )
 from ..results import ChatRequest, Completion, TextDelta, Usage
 from ..structured import SchemaMismatch, parse_reply
+from . import http
+from .http import HTTPCall
+from .http import http_session as http_session  # where callers have always found it
 from .sse import iter_sse_data
 
 # SPEC §5: what is retried. 400/401/403/404 never are.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
-# The retry loop's clock and the sleep between its attempts; tests replace them to record the
-# waits instead of waiting.
-clock = time.monotonic
+# The sleep between retries; tests replace it to record the waits instead of waiting.
 sleep = time.sleep
-
-
-@dataclass(frozen=True)
-class HTTPCall:
-    """One upstream request as a provider builds it; the base class sends it."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    json: Any = None
-    params: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -80,169 +63,44 @@ class StreamState:
     finished: bool = False  # saw the provider's end marker ([DONE] or a finish reason)
 
 
-# --- HTTP session ---------------------------------------------------------------------------------
-
-_session_lock = threading.Lock()
-_session: requests.Session | None = None
-
-
-class UpstreamAdapter(HTTPAdapter):
-    """requests' adapter, less parsing the same URL again for every request to an upstream.
-
-    Without a proxy, ``send`` works out the connection pool and the request target from the URL
-    anew for each request, to the same answer for every call to one endpoint; here that answer
-    is kept per URL. ``send`` itself stays requests' own, so ``responses`` (which patches
-    ``HTTPAdapter.send``) still intercepts every request in the tests.
-    """
-
-    def get_connection_with_tls_context(
-        self,
-        request: requests.PreparedRequest,
-        verify: bool | str | None,
-        proxies: dict[str, str] | None = None,
-        cert: str | tuple[str, str] | None = None,
-    ) -> HTTPConnectionPool:
-        if proxies or verify is not True or cert is not None:
-            return super().get_connection_with_tls_context(request, verify, proxies, cert)
-        try:
-            host_params, pool_kwargs = _pool_key_attributes(self, request.url)
-        except ValueError:
-            # A URL urllib3 cannot place (a bad port): requests raises the error it always has.
-            return super().get_connection_with_tls_context(request, verify, proxies, cert)
-        # A copy: urllib3 only reads it today, and the cached one must stay as it is.
-        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=dict(pool_kwargs))
-
-    def request_url(self, request: requests.PreparedRequest, proxies: dict[str, str] | None) -> str:
-        if proxies:
-            return super().request_url(request, proxies)
-        return _path_url(request.url)
-
-
-# The answers worked out once per URL (here and in _prepared_url) are kept in bounded caches: an
-# upstream has few endpoints (one per model), and the bound stops odd model names growing them.
-@functools.lru_cache(maxsize=256)
-def _pool_key_attributes(adapter: HTTPAdapter, url: str) -> tuple[dict, dict]:
-    """The pool key of ``url`` (scheme, host, port; TLS settings) with verify=True, no cert."""
-    return adapter.build_connection_pool_key_attributes(_bare_request(url), True, None)
-
-
-@functools.lru_cache(maxsize=256)
-def _path_url(url: str) -> str:
-    """The request target of ``url`` (path and query) as requests sends it without a proxy."""
-    return _bare_request(url).path_url
-
-
-def _bare_request(url: str) -> requests.PreparedRequest:
-    request = requests.PreparedRequest()
-    request.url = url
-    return request
-
-
-def http_session() -> requests.Session:
-    """The process's pooled session: one TLS handshake per upstream host, not per call."""
-    global _session
-    if _session is None:
-        with _session_lock:
-            if _session is None:
-                session = requests.Session()
-                pool = int(llm_settings.LLM_HTTP_POOL_SIZE)
-                adapter = UpstreamAdapter(pool_connections=8, pool_maxsize=pool, max_retries=0)
-                session.mount("https://", adapter)
-                session.mount("http://", adapter)
-                # Requests of all users share this session: keep no cookies between them.
-                session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-                # Settings are the only proxy configuration; HTTP(S)_PROXY is not consulted.
-                session.trust_env = False
-                _session = session
-    return _session
-
-
-def prepare_request(session: requests.Session, call: HTTPCall) -> requests.PreparedRequest:
-    """The request ``PreparedRequest.prepare`` builds for ``call``, identical on the wire.
-
-    What ``prepare`` would do anew for every call is done once per URL (the URL's normalizing
-    and the search for credentials in it), or skipped where it cannot add anything: no cookies
-    are sent (the call has none), no hooks are registered. The session's headers come first, the
-    call's win.
-    """
-    prepared = requests.PreparedRequest()
-    prepared.prepare_method(call.method)
-    params = tuple(call.params.items()) if call.params else ()
-    if all(isinstance(part, str) for pair in params for part in pair):
-        prepared.url, url_has_auth = _prepared_url(call.url, params)
-    else:
-        # Not a cache key: 1, 1.0 and True are equal keys but not the same text in a URL.
-        prepared.prepare_url(call.url, call.params)
-        url_has_auth = any(get_auth_from_url(prepared.url))
-    prepared.prepare_headers({**session.headers, **call.headers})
-    # prepare_cookies(None) would make this empty jar and add no Cookie header from it. The jar
-    # is still needed: a redirect collects the response's cookies into it.
-    prepared._cookies = RequestsCookieJar()
-    prepared.prepare_body(None, None, call.json)
-    if url_has_auth:  # user:password@host becomes Basic auth, as prepare() does
-        prepared.prepare_auth(None, prepared.url)
-    return prepared
-
-
-@functools.lru_cache(maxsize=256)
-def _prepared_url(url: str, params: tuple[tuple[str, str], ...]) -> tuple[str, bool]:
-    """``url`` with ``params`` as ``prepare_url`` makes it, and whether it carries credentials.
-
-    An invalid URL raises, as ``prepare_url`` does, each time (exceptions are not cached).
-    """
-    request = requests.PreparedRequest()
-    request.prepare_url(url, dict(params))
-    return request.url, any(get_auth_from_url(request.url))
-
-
-def transmit(
-    session: requests.Session, prepared: requests.PreparedRequest, *, timeout: float, stream: bool
-) -> requests.Response:
-    """``session.send(prepared, timeout=..., stream=...)``, less what this session never needs.
-
-    Skipped: response hooks (none are registered), and keeping the response's cookies in the
-    session's jar (its policy refuses them all). Redirects are followed by requests' own code,
-    as ``send`` does; the adapter gets the same arguments.
-    """
-    kwargs: dict[str, Any] = {
-        "timeout": timeout,
-        "stream": stream,
-        "verify": session.verify,
-        "cert": session.cert,
-        # What resolve_proxies() gives when the environment is not consulted: the session's
-        # own proxies (none), without parsing the URL again.
-        "proxies": (
-            resolve_proxies(prepared, session.proxies, session.trust_env)
-            if session.trust_env
-            else dict(session.proxies)
-        ),
-    }
-    adapter = session.get_adapter(url=prepared.url)
-    started = time.perf_counter()
-    response = adapter.send(prepared, **kwargs)
-    response.elapsed = timedelta(seconds=time.perf_counter() - started)
-    if response.is_redirect:
-        history = list(session.resolve_redirects(response, prepared, **kwargs))
-        if history:
-            history.insert(0, response)
-            response = history.pop()
-            response.history = history
-    if not stream:
-        response.content  # noqa: B018  (reads the body now, as send does)
-    return response
-
-
 # --- Retries -------------------------------------------------------------------------------------
 
 
-def backoff_delay(attempt: int, error: LLMError, base: float, maximum: float) -> float:
-    """The wait after failed attempt number ``attempt`` (1, 2, …): exponential backoff with
-    jitter between the base and maximum delays, stretched to the error's Retry-After."""
-    ceiling = min(max(maximum, base), base * 2 ** (attempt - 1))
-    delay = random.uniform(base, ceiling)
-    hint = getattr(error, "retry_after", None)
-    # The server's own hint wins over our guess; the total bound still applies.
-    return max(delay, hint) if hint else delay
+class RetryWait(tenacity.wait.wait_base):
+    """The wait before the next attempt: exponential backoff with jitter between ``base`` and
+    ``maximum`` seconds (tenacity's full jitter), stretched to the failed attempt's
+    ``retry_after`` hint when the upstream asked for longer (``Retry-After``, Gemini's
+    ``RetryInfo``, Hugging Face's ``estimated_time``, as each provider reads its errors)."""
+
+    def __init__(self, base: float, maximum: float):
+        self.backoff = tenacity.wait_random_exponential(multiplier=base, min=base, max=maximum)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        delay = self.backoff(retry_state)
+        hint = getattr(retry_state.outcome.exception(), "retry_after", None)
+        return max(delay, hint) if hint else delay
+
+
+def retrying(max_retries: int | None = None) -> tenacity.Retrying:
+    """The retry policy of SPEC §5, from the settings as they are now.
+
+    Errors marked ``retryable`` are tried again, at most ``LLM_MAX_RETRIES`` times (or
+    ``max_retries``), after a ``RetryWait``; a wait that would end ``LLM_RETRY_TOTAL_TIMEOUT``
+    or more after the first attempt began ends the retries instead. The last error is raised.
+    """
+    retries = int(llm_settings.LLM_MAX_RETRIES) if max_retries is None else max_retries
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(lambda exc: getattr(exc, "retryable", False)),
+        stop=(
+            tenacity.stop_after_attempt(retries + 1)
+            | tenacity.stop_before_delay(float(llm_settings.LLM_RETRY_TOTAL_TIMEOUT))
+        ),
+        wait=RetryWait(
+            float(llm_settings.LLM_RETRY_BASE_DELAY), float(llm_settings.LLM_RETRY_MAX_DELAY)
+        ),
+        sleep=lambda seconds: sleep(seconds),  # looked up at each wait: tests replace it
+        reraise=True,
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -385,44 +243,24 @@ class Provider:
     def send(
         self, call: HTTPCall, *, stream: bool = False, max_retries: int | None = None
     ) -> tuple[requests.Response, int]:
-        """Send ``call`` with retries (SPEC §5); return the 2xx response and requests made.
-
-        A retryable failure is tried again after ``backoff_delay``, unless it was the last
-        attempt allowed or the wait would end ``LLM_RETRY_TOTAL_TIMEOUT`` or more after the first
-        attempt began. Raises the mapped LLMError, with ``requests`` set, once retries are
-        exhausted. (A plain loop rather than tenacity, whose policy objects, built and run for
-        every call, took about 7% of the CPU of a successful call.)
-        """
-        retries = int(llm_settings.LLM_MAX_RETRIES) if max_retries is None else max_retries
-        total = float(llm_settings.LLM_RETRY_TOTAL_TIMEOUT)
-        base = float(llm_settings.LLM_RETRY_BASE_DELAY)
-        maximum = float(llm_settings.LLM_RETRY_MAX_DELAY)
-        started = clock()
+        """Send ``call`` with retries (see ``retrying``); return the 2xx response and the
+        number of requests made. A failure raises the mapped LLMError with ``requests`` set."""
         made = 0
-        while True:
+
+        def attempt() -> requests.Response:
+            nonlocal made
             made += 1
             try:
-                return self._send_once(call, stream=stream), made
+                return self._send_once(call, stream=stream)
             except LLMError as exc:
                 exc.requests = made
-                if not exc.retryable:
-                    raise
-                elapsed = clock() - started
-                # The wait is drawn first, as the total bound counts it; so also after the last
-                # attempt allowed, as the tenacity-based loop did (the same jitter sequence).
-                delay = backoff_delay(made, exc, base, maximum)
-                if made > retries or elapsed + delay >= total:
-                    raise
-            sleep(delay)
+                raise
+
+        return retrying(max_retries)(attempt), made
 
     def _send_once(self, call: HTTPCall, *, stream: bool) -> requests.Response:
-        session = http_session()
         try:
-            # What Session.request() does, less the merging of per-call cookies, auth, hooks,
-            # proxies and environment settings that this session never has, and less the
-            # per-request work whose answer does not change (see prepare_request, transmit).
-            prepared = prepare_request(session, call)
-            response = transmit(session, prepared, timeout=self.timeout, stream=stream)
+            response = http.send(call, timeout=self.timeout, stream=stream)
         except requests.exceptions.RequestException as exc:
             raise self._retryable(
                 network_error(
@@ -603,20 +441,9 @@ def network_error(provider: Provider, exc: BaseException, *, timed_out: str, bro
     ``UpstreamTimeout`` with ``timed_out`` when it was a timeout, else ``ProviderUnavailable``
     with ``broken``. The messages name only the provider and the error's type: never the
     exception's text, which can hold the URL and with it a key."""
-    if _timed_out(exc):
+    if http.timed_out(exc):
         return UpstreamTimeout(timed_out, provider=provider.name)
     return ProviderUnavailable(broken, provider=provider.name)
-
-
-def _timed_out(exc: BaseException) -> bool:
-    """Whether a requests error is a timeout.
-
-    A read that times out while the body is read (every read of a stream, and the body of a
-    non-streamed answer) reaches us as ``ConnectionError(ReadTimeoutError)``, not as ``Timeout``.
-    """
-    return isinstance(exc, requests.exceptions.Timeout) or any(
-        isinstance(arg, ReadTimeoutError) for arg in exc.args
-    )
 
 
 def _ms_since(started: float) -> int:

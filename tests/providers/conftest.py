@@ -1,6 +1,7 @@
 """Fixtures of the provider tests: provider clients with the fake keys, and a fake clock."""
 
 import pytest
+import tenacity
 
 from llm_providers.providers import base as base_provider
 from llm_providers.providers.gemini import GeminiProvider
@@ -25,7 +26,8 @@ def hf():
 
 
 class FakeClock:
-    """A monotonic clock that only moves when the retry loop "sleeps"."""
+    """A monotonic clock that only moves when the retry policy "sleeps". It stands in for the
+    ``time`` module inside tenacity, whose retry state reads ``time.monotonic()``."""
 
     def __init__(self):
         self.now = 1000.0
@@ -39,7 +41,7 @@ class FakeClock:
 
 @pytest.fixture
 def clock(monkeypatch, sleeps):
-    """Make the retry loop's total-time bound see the recorded waits as elapsed time (the
+    """Make the retry policy's total-time bound see the recorded waits as elapsed time (the
     waits are still recorded in ``sleeps``)."""
     fake = FakeClock()
 
@@ -47,6 +49,6 @@ def clock(monkeypatch, sleeps):
         sleeps.append(seconds)
         fake.sleep(seconds)
 
-    monkeypatch.setattr(base_provider, "clock", fake.monotonic)
+    monkeypatch.setattr(tenacity, "time", fake)
     monkeypatch.setattr(base_provider, "sleep", record)
     return fake

@@ -5,7 +5,6 @@ A minimal OpenAI-compatible provider that keeps the base class's default error m
 where the behaviour belongs to the base, not to one service.
 """
 
-import itertools
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,13 +13,11 @@ from email.utils import format_datetime
 import pytest
 import requests
 import responses
-from django.test import override_settings
 
 from llm_providers.exceptions import (
     InsufficientCredits,
     InvalidRequest,
     InvalidStructuredOutput,
-    LLMError,
     ModelNotFound,
     ProviderAuthError,
     ProviderFailure,
@@ -343,7 +340,7 @@ def test_backoff_grows_exponentially_up_to_the_max_delay(
     settings.LLM_RETRY_MAX_DELAY = 3.0
     settings.LLM_MAX_RETRIES = 4
     # The jitter picks in [base, ceiling]: take the ceiling to see the bound.
-    monkeypatch.setattr(base_provider.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
     add_error(http, 500)
     with pytest.raises(ProviderUnavailable):
         plain.complete(ask())
@@ -353,7 +350,7 @@ def test_backoff_grows_exponentially_up_to_the_max_delay(
 def test_backoff_never_waits_less_than_the_base_delay(http, plain, settings, sleeps, monkeypatch):
     settings.LLM_RETRY_BASE_DELAY = 0.5
     settings.LLM_RETRY_MAX_DELAY = 30.0
-    monkeypatch.setattr(base_provider.random, "uniform", lambda low, high: low)
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)
     add_error(http, 502)
     with pytest.raises(ProviderUnavailable):
         plain.complete(ask())
@@ -384,7 +381,7 @@ def test_retry_after_beyond_the_max_delay_still_wins(http, plain, settings, slee
 def test_backoff_wins_over_a_shorter_retry_after(http, plain, settings, sleeps, monkeypatch):
     settings.LLM_RETRY_BASE_DELAY = 4.0
     settings.LLM_RETRY_MAX_DELAY = 8.0
-    monkeypatch.setattr(base_provider.random, "uniform", lambda low, high: low)
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)
     add_error(http, 429, headers={"Retry-After": "1"})
     http.add(responses.POST, URL, body=ok())
     plain.complete(ask())
@@ -420,123 +417,6 @@ def test_total_timeout_lets_retries_run_when_there_is_time(http, plain, settings
         plain.complete(ask())
     assert sleeps == [10.0, 10.0, 10.0]
     assert caught.value.requests == 4
-
-
-def _tenacity_send(attempt, *, retries, total, base, maximum):
-    """``Provider.send`` as it was written with tenacity, before the plain loop replaced it
-    (the reference of the test below, for as long as tenacity is installed)."""
-    tenacity = pytest.importorskip("tenacity")
-
-    class Backoff(tenacity.wait.wait_base):
-        def __call__(self, retry_state):
-            ceiling = min(max(maximum, base), base * 2 ** (retry_state.attempt_number - 1))
-            delay = random.uniform(base, ceiling)
-            hint = getattr(retry_state.outcome.exception(), "retry_after", None)
-            return max(delay, hint) if hint else delay
-
-    made = 0
-
-    def counted():
-        nonlocal made
-        made += 1
-        return attempt()
-
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(lambda e: getattr(e, "retryable", False)),
-        stop=tenacity.stop_after_attempt(retries + 1) | tenacity.stop_before_delay(total),
-        wait=Backoff(),
-        sleep=lambda seconds: base_provider.sleep(seconds),
-        reraise=True,
-    )
-    try:
-        return retrying(counted), made
-    except LLMError as exc:
-        exc.requests = made
-        raise
-
-
-SCRIPTS = {
-    "recovers": ["503", "503", "ok"],
-    "rate-limited": ["429:2", "429:50", "ok"],
-    "hint-of-zero": ["429:0", "ok"],
-    "never-recovers": ["503"] * 8,
-    "caller-error": ["503", "400"],
-    "at-once": ["ok"],
-}
-
-
-def _outcome(name):
-    if name == "ok":
-        return "answer"
-    if name == "400":
-        return InvalidRequest("bad", provider="plain")
-    if name.startswith("429:"):
-        error = RateLimited("slow down", retry_after=float(name[4:]), provider="plain")
-    else:
-        error = ProviderUnavailable("busy", provider="plain")
-    error.retryable = True
-    return error
-
-
-def test_the_retry_loop_decides_as_the_tenacity_policy_did(plain, sleeps, monkeypatch):
-    """Same attempts, waits (jitter included), clock, outcome and random numbers drawn, for
-    every combination of settings and upstream behaviour, each attempt taking half a second."""
-    tenacity = pytest.importorskip("tenacity")
-    clock = {"now": 0.0}
-
-    class _Time:
-        monotonic = staticmethod(lambda: clock["now"])
-
-    def record(seconds):
-        sleeps.append(float(seconds))
-        clock["now"] += seconds
-
-    monkeypatch.setattr(tenacity, "time", _Time)
-    monkeypatch.setattr(base_provider, "clock", _Time.monotonic)
-    monkeypatch.setattr(base_provider, "sleep", record)
-
-    def run(send, script):
-        outcomes = iter([_outcome(name) for name in script])
-
-        def attempt(*args, **kwargs):
-            clock["now"] += 0.5
-            outcome = next(outcomes)
-            if isinstance(outcome, Exception):
-                raise outcome
-            return outcome
-
-        clock["now"] = 1000.0
-        sleeps.clear()
-        random.seed(7)
-        try:
-            result = send(attempt)
-        except LLMError as exc:
-            result = (type(exc).__name__, exc.message, exc.requests)
-        return result, list(sleeps), clock["now"], random.random()
-
-    cases = itertools.product(
-        # 2.5 s: the first wait of "rate-limited" (without jitter) ends exactly at the bound.
-        (0, 1, 3, 6),
-        (0.2, 2.5, 7.0, 100.0),
-        ((0.0, 0.0), (0.5, 4.0), (3.0, 2.0)),
-        SCRIPTS,
-    )
-    for retries, total, (base, maximum), script in cases:
-        policy = {"retries": retries, "total": total, "base": base, "maximum": maximum}
-
-        def loop(attempt, policy=policy):
-            monkeypatch.setattr(plain, "_send_once", attempt)
-            with override_settings(
-                LLM_MAX_RETRIES=policy["retries"],
-                LLM_RETRY_TOTAL_TIMEOUT=policy["total"],
-                LLM_RETRY_BASE_DELAY=policy["base"],
-                LLM_RETRY_MAX_DELAY=policy["maximum"],
-            ):
-                return plain.send(base_provider.HTTPCall("POST", URL, {}, {}))
-
-        before = run(lambda attempt, p=policy: _tenacity_send(attempt, **p), SCRIPTS[script])
-        now = run(loop, SCRIPTS[script])
-        assert now == before, (policy, script)
 
 
 # --- Bodies ---------------------------------------------------------------------------------------
