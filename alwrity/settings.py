@@ -1,7 +1,9 @@
 """Settings for the ALwrity project.
 
-This is the only module that reads the environment (django-environ). Everything else reads
-Django settings: the app through ``llm_providers.conf.llm_settings``.
+The project's own settings are read from the environment here (django-environ), after `.env` is
+loaded into it. The app reads its settings (SPEC §3) through ``llm_providers.conf.llm_settings``:
+a Django setting of the same name, else the environment variable, else its default; so this
+module sets only those the project chooses differently.
 """
 
 from pathlib import Path
@@ -45,13 +47,11 @@ MIDDLEWARE = [
     # Static files (the admin's CSS, Swagger UI) from the app server itself, so `make serve`
     # needs no separate web server in front.
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    # Django's session and message middleware, building the session and the message storage on
-    # first use: token-authenticated API calls touch neither (see llm_providers.api.middleware).
-    "llm_providers.api.middleware.SessionMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "llm_providers.api.middleware.MessageMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -142,69 +142,19 @@ LOGGING = {
     },
 }
 
-# --- llm_providers (SPEC §3). The app's defaults live in llm_providers/conf.py. ---------------
+# --- llm_providers (SPEC §3). The app reads the rest itself: see llm_providers/conf.py. ----------
 
-GPT_PROVIDER = env.str("GPT_PROVIDER", default="") or None
-
-GEMINI_API_KEY = env.str("GEMINI_API_KEY", default="") or None
-OPENROUTER_API_KEY = env.str("OPENROUTER_API_KEY", default="") or None
-HF_TOKEN = env.str("HF_TOKEN", default="") or None
-
-OPENROUTER_MODEL = env.str("OPENROUTER_MODEL", default="openai/gpt-4-turbo")
-GEMINI_MODEL = env.str("GEMINI_MODEL", default="gemini-2.5-flash")
-HF_MODEL = env.str("HF_MODEL", default="meta-llama/Llama-3.1-8B-Instruct")
-
-OPENROUTER_HTTP_REFERER = env.str("OPENROUTER_HTTP_REFERER", default="") or None
-OPENROUTER_X_TITLE = env.str("OPENROUTER_X_TITLE", default="") or None
-
-OPENROUTER_BASE_URL = env.str("OPENROUTER_BASE_URL", default="https://openrouter.ai/api/v1")
-GEMINI_BASE_URL = env.str(
-    "GEMINI_BASE_URL", default="https://generativelanguage.googleapis.com/v1beta"
-)
-HF_BASE_URL = env.str("HF_BASE_URL", default="https://router.huggingface.co/v1")
-
-LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
-LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=3)
-LLM_RETRY_BASE_DELAY = env.float("LLM_RETRY_BASE_DELAY", default=1.0)
-LLM_RETRY_MAX_DELAY = env.float("LLM_RETRY_MAX_DELAY", default=30.0)
-LLM_RETRY_TOTAL_TIMEOUT = env.float("LLM_RETRY_TOTAL_TIMEOUT", default=120.0)
-
+# Also read by llm_providers.crypto straight from Django's settings.
 LLM_ENCRYPTION_KEYS = env.list("LLM_ENCRYPTION_KEYS", default=[])
-
-# Budgets: monthly limits for users without a budget of their own (unset = unlimited).
-LLM_DEFAULT_MONTHLY_COST_LIMIT = env.str("LLM_DEFAULT_MONTHLY_COST_LIMIT", default="") or None
-LLM_DEFAULT_MONTHLY_CALL_LIMIT = env.int("LLM_DEFAULT_MONTHLY_CALL_LIMIT", default=0) or None
 # Fail a call whose usage cannot be recorded (it is always logged with its spend).
 LLM_STRICT_ACCOUNTING = env.bool("LLM_STRICT_ACCOUNTING", default=DEBUG)
 
 # --- REST API (SPEC §8) ---------------------------------------------------------------------------
 
-# Per-user request rate of the generation endpoints (generate/, v1/chat/completions), and of
-# everything else; counted in the shared cache (Redis when REDIS_URL is set).
-LLM_API_GENERATION_RATE = env.str("LLM_API_GENERATION_RATE", default="60/min")
-LLM_API_RATE = env.str("LLM_API_RATE", default="600/min")
-
+# The app's views carry their own authentication, permissions, throttles, renderers, parsers and
+# error envelope (llm_providers.api.base); the project chooses only how its OpenAPI schema is made.
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        # Token first: an unauthenticated request gets 401 with WWW-Authenticate, not 403.
-        # DRF's tokens, with the user's budget loaded in the same query.
-        "llm_providers.api.authentication.TokenAuthentication",
-        "llm_providers.api.authentication.BearerTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_THROTTLE_CLASSES": ["llm_providers.api.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"llm_api": LLM_API_RATE, "llm_generation": LLM_API_GENERATION_RATE},
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "llm_providers.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["llm_providers.api.parsers.JSONParser"],
-    # DRF's negotiation, with everyday Accept and Content-Type headers answered without parsing.
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "llm_providers.api.negotiation.PlainContentNegotiation",
-    # Decimal fields as strings: money is never a float on the wire.
-    "COERCE_DECIMAL_TO_STRING": True,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -1,16 +1,27 @@
-"""The app's settings, read through one object with defaults.
+"""The app's settings, read through one object with defaults (SPEC §3).
 
-``llm_settings.LLM_TIMEOUT`` returns ``settings.LLM_TIMEOUT`` when the project defines it, else the
-default below. Values are cached and the cache is cleared on ``setting_changed`` (as DRF does), so
-``override_settings`` and pytest-django's ``settings`` fixture work in tests.
+``llm_settings.LLM_TIMEOUT`` is, in order: the Django setting ``LLM_TIMEOUT`` when the project
+defines it (and not as None), else the environment variable ``LLM_TIMEOUT`` (an empty value counts
+as unset), else the default below. So a host project that sets nothing works with, say,
+``OPENROUTER_API_KEY`` exported, and a project that does set a value wins over the environment.
 
-The names are the environment variable names of SPEC §3, so an error can name the one place a
-user sets them (``.env`` / the environment, read by ``alwrity/settings.py``).
+Environment values are text: they are converted to the type of the default (a number, a boolean
+such as ``true``/``0``, or a list: comma-separated, or JSON when the value is a JSON array). A
+setting whose default is None keeps the text as it is.
+
+Values are cached and the cache is cleared on ``setting_changed`` (as DRF does), so
+``override_settings`` and pytest-django's ``settings`` fixture work in tests; after changing
+``os.environ`` at run time, call ``llm_settings.reload()``.
 """
 
+from __future__ import annotations
+
+import json
+import os
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
@@ -50,20 +61,54 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a process keeps the resolved provider keys (a key saved or deleted in the same
     # process clears them at once; other processes see the change within this time). 0: off.
     "LLM_KEY_CACHE_SECONDS": 2.0,
-    # Seconds a process keeps what an API token resolved to (its user and budget). Changes
-    # through the models reach every process of the machine at once (llm_providers.freshness);
-    # this bounds the rest (other machines, raw SQL). 0: off.
-    "LLM_AUTH_CACHE_SECONDS": 2.0,
     # Raise when usage cannot be recorded (always logged with the spend either way).
     "LLM_STRICT_ACCOUNTING": False,
     # Upper bounds a request is validated against.
     "LLM_MAX_PROMPT_CHARS": 200_000,
     "LLM_MAX_OUTPUT_TOKENS": 65_536,
+    # Per-user request rates of the REST API (DRF's "<count>/<sec|min|hour|day>"): every
+    # endpoint, and the generation endpoints (generate/, v1/chat/completions) on top of it.
+    "LLM_API_RATE": "600/min",
+    "LLM_API_GENERATION_RATE": "60/min",
 }
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def from_environment(name: str, raw: str, default: Any) -> Any:
+    """An environment variable's text as the type of its setting's ``default``."""
+    if isinstance(default, bool):
+        kind = "a boolean (true/false, yes/no, on/off, 1/0)"
+    elif isinstance(default, int | float):
+        kind = f"a number ({type(default).__name__})"
+    elif isinstance(default, dict):
+        kind = "a JSON object"
+    elif isinstance(default, list | tuple):
+        kind = "a comma-separated list or a JSON array"
+    else:
+        return raw
+    try:
+        if isinstance(default, bool):
+            word = raw.strip().lower()
+            if word not in _TRUE | _FALSE:
+                raise ValueError(word)
+            return word in _TRUE
+        if isinstance(default, int | float):
+            return type(default)(raw)
+        if isinstance(default, dict) or raw.lstrip().startswith("["):
+            value = json.loads(raw)
+            if not isinstance(value, type(default) if isinstance(default, dict) else list):
+                raise ValueError(name)
+            return value
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    except ValueError:
+        # The message names the variable, never its value (it may be a secret).
+        raise ImproperlyConfigured(f"The environment variable {name} is not {kind}.") from None
 
 
 class LLMSettings:
-    """Attribute access to the app settings with defaults; see the module docstring."""
+    """Attribute access to the app settings: Django setting, else environment, else default."""
 
     def __init__(self, defaults: dict[str, Any]):
         self._defaults = defaults
@@ -75,9 +120,24 @@ class LLMSettings:
         try:
             return self._cache[name]
         except KeyError:
-            value = getattr(settings, name, self._defaults[name])
-            self._cache[name] = value
+            value = self._cache[name] = self._read(name)[0]
             return value
+
+    def origin(self, name: str) -> str:
+        """Where ``name``'s value comes from, for messages: "the Django setting X", "the
+        environment variable X" or "the default"."""
+        return self._read(name)[1]
+
+    def _read(self, name: str) -> tuple[Any, str]:
+        value = getattr(settings, name, None)
+        if value is not None:
+            return value, f"the Django setting {name}"
+        raw = os.environ.get(name)
+        if raw:
+            return from_environment(name, raw, self._defaults[name]), (
+                f"the environment variable {name}"
+            )
+        return self._defaults[name], "the default"
 
     def reload(self) -> None:
         self._cache.clear()

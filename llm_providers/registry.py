@@ -24,8 +24,9 @@ _BY_NAME = {cls.name: cls for cls in PROVIDER_CLASSES}
 ALIASES = {"google": "gemini", "hf": "huggingface"}
 
 HOW_TO_ADD_A_KEY = (
-    "Set it in .env (or the environment) or add an active key in the admin key manager "
-    "(/admin/llm_providers/apikey/)."
+    "Add an active key in the admin key manager (/admin/llm_providers/apikey/), or set the "
+    "Django setting or the environment variable of that name (a `.env` file works where the "
+    "project reads one)."
 )
 
 

@@ -196,10 +196,12 @@ def test_env_written_from_the_real_example_configures_settings(tmp_path):
         if name not in SPEC_VARIABLES + SET_UP_VARIABLES and not name.startswith("DJANGO_")
     }
     environment.update(ALWRITY_ENV_FILE=str(target), DJANGO_SETTINGS_MODULE="alwrity.settings")
+    # The project's settings, and the app's as it reads them (setting, environment, default).
     probe = (
-        "import json; from django.conf import settings as s; print(json.dumps(["
-        "s.SECRET_KEY, s.LLM_ENCRYPTION_KEYS, s.GPT_PROVIDER, s.GEMINI_API_KEY, s.DEBUG, "
-        "s.OPENROUTER_MODEL, s.LLM_TIMEOUT, s.LLM_MAX_RETRIES, s.LLM_RETRY_TOTAL_TIMEOUT]))"
+        "import json; from django.conf import settings as s; "
+        "from llm_providers.conf import llm_settings as a; print(json.dumps(["
+        "s.SECRET_KEY, a.LLM_ENCRYPTION_KEYS, a.GPT_PROVIDER, a.GEMINI_API_KEY, s.DEBUG, "
+        "a.OPENROUTER_MODEL, a.LLM_TIMEOUT, a.LLM_MAX_RETRIES, a.LLM_RETRY_TOTAL_TIMEOUT]))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],

@@ -12,15 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from .. import router
 from ..exceptions import LLMError
 from ..results import Generation, Message, TextDelta
+from .base import AppAPIView
+from .schema import OpenApiTypes, extend_schema, extend_schema_field
 from .serializers import StrictBooleanField, StrictFloatField, StrictIntegerField
 from .streaming import StreamingContentNegotiation, event_stream_response, sse
 from .throttling import GenerationRateThrottle, UserRateThrottle
@@ -157,7 +156,7 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
         return attrs
 
 
-class ChatCompletionsView(APIView):
+class ChatCompletionsView(AppAPIView):
     throttle_classes = [UserRateThrottle, GenerationRateThrottle]
     content_negotiation_class = StreamingContentNegotiation
 

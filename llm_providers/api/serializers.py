@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -61,22 +60,7 @@ class RejectUnknownFieldsMixin:
         return super().validate(attrs)
 
 
-class ShallowFieldsMixin:
-    """Copy the declared fields shallowly for each instance, not deeply (DRF's default).
-
-    A serializer binds its own copy of every field, so DRF deep-copies them per instance, and
-    a deep copy rebuilds each field from its arguments: most of the CPU a request serializer
-    costs, on every generation. A shallow copy is enough for flat fields (no child fields, no
-    nested serializers) whose shared parts (validators, choices, messages) nothing changes.
-    """
-
-    def get_fields(self):
-        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
-
-
-class GenerateRequestSerializer(
-    ShallowFieldsMixin, RejectUnknownFieldsMixin, serializers.Serializer
-):
+class GenerateRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     prompt = StrictCharField(trim_whitespace=False)
     system_prompt = StrictCharField(
         required=False, allow_null=True, allow_blank=True, trim_whitespace=False
@@ -139,96 +123,6 @@ class GenerateRequestSerializer(
             raise serializers.ValidationError({"model": [exc.message]}) from None
 
 
-# --- generate/'s request without a serializer instance, when it is plainly valid ---------------
-
-_GENERATE_FIELDS = frozenset(GenerateRequestSerializer._declared_fields)
-_PROVIDER_INPUTS = frozenset(PROVIDER_INPUTS)
-_MODEL_MAX_LENGTH = GenerateRequestSerializer._declared_fields["model"].max_length
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _plain_text(value) -> bool:
-    """A string every CharField here takes as it is: no NUL, no lone surrogate (DRF's
-    validators refuse both)."""
-    return (
-        type(value) is str
-        and "\x00" not in value
-        and (value.isascii() or _SURROGATE.search(value) is None)
-    )
-
-
-def plain_generate_args(data) -> dict | None:
-    """``GenerateRequestSerializer(data=data).validated_data`` for a request that is plainly
-    valid, or None: then the serializer itself decides, with its own errors.
-
-    A serializer instance copies and binds its eight fields and runs each one's validators,
-    most of what validating a ``generate/`` request costs, on every generation. This accepts
-    only what those fields accept unchanged (JSON's own types, in range), converts as they
-    convert (``model`` trimmed, an integer temperature as a float, ``stream`` defaulting to
-    false), and runs the serializer's own checks (prompt, max_tokens, the model's form). Any
-    doubt — a wrong type, a bound crossed, an unknown field, a ``json_schema`` — is None, so
-    every error still comes from the serializer. ``tests/api/test_generate_fast_path.py``
-    holds the two equal over generated requests.
-    """
-    if type(data) is not dict or not data.keys() <= _GENERATE_FIELDS:
-        return None
-    prompt = data.get("prompt")
-    if (
-        not _plain_text(prompt)
-        or not prompt.strip()
-        or len(prompt) > int(llm_settings.LLM_MAX_PROMPT_CHARS)
-    ):
-        return None
-    args = {"prompt": prompt}
-    if "system_prompt" in data:
-        value = data["system_prompt"]
-        if value is not None and not _plain_text(value):
-            return None
-        args["system_prompt"] = value
-    if "provider" in data:
-        value = data["provider"]
-        if value is not None and (type(value) is not str or value not in _PROVIDER_INPUTS):
-            return None
-        args["provider"] = value
-    if "model" in data:
-        value = data["model"]
-        if value is not None:
-            if not _plain_text(value):
-                return None
-            value = value.strip()  # CharField's trim_whitespace
-            if not value or len(value) > _MODEL_MAX_LENGTH:
-                return None
-        args["model"] = value
-    if "temperature" in data:
-        value = data["temperature"]
-        if value is not None:
-            if type(value) not in (int, float) or not 0 <= value <= 2:
-                return None
-            value = float(value)
-        args["temperature"] = value
-    if "max_tokens" in data:
-        value = data["max_tokens"]
-        if value is not None and (
-            type(value) is not int or not 1 <= value <= int(llm_settings.LLM_MAX_OUTPUT_TOKENS)
-        ):
-            return None
-        args["max_tokens"] = value
-    if "json_schema" in data:
-        if data["json_schema"] is not None:
-            return None  # checked (and its errors worded) by the serializer
-        args["json_schema"] = None
-    stream = data.get("stream", False)
-    if type(stream) is not bool:
-        return None
-    args["stream"] = stream
-    if args.get("model"):
-        try:
-            GenerateRequestSerializer._check_model(args.get("provider"), args["model"])
-        except serializers.ValidationError:
-            return None
-    return args
-
-
 class UsageSerializer(serializers.Serializer):
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
@@ -253,28 +147,6 @@ class GenerationSerializer(serializers.Serializer):
 
     def get_cost(self, generation) -> str:
         return money_str(generation.cost)
-
-
-def generation_data(generation) -> dict:
-    """``GenerationSerializer(generation).data``, built directly: a serializer instance deep-
-    copies its declared fields, a noticeable share of a ``generate/`` call's CPU. The
-    serializer stays the documented shape; a test holds the two equal."""
-
-    def text(value):
-        return None if value is None else str(value)
-
-    fallback_from = generation.fallback_from
-    return {
-        "id": text(generation.request_id),
-        "provider": text(generation.provider),
-        "model": text(generation.model),
-        "text": text(generation.text),
-        "data": generation.data,
-        "usage": generation.usage.as_dict(),
-        "cost": money_str(generation.cost),
-        "attempts": generation.upstream_requests,
-        "fallback_from": None if fallback_from is None else [str(p) for p in fallback_from],
-    }
 
 
 class LedgerEntrySerializer(serializers.ModelSerializer):

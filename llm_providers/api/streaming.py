@@ -14,10 +14,10 @@ from typing import Any
 
 from django.http import StreamingHttpResponse
 from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 
 from ..exceptions import LLMError
 from ..results import Generation, TextDelta
-from .negotiation import PlainContentNegotiation
 from .serializers import GenerationSerializer
 
 
@@ -41,7 +41,7 @@ def event_stream_response(
     return response
 
 
-class StreamingContentNegotiation(PlainContentNegotiation):
+class StreamingContentNegotiation(DefaultContentNegotiation):
     """The generation endpoints answer whatever the ``Accept`` header says (SPEC §8): an event
     stream for ``stream: true``, JSON otherwise and for every error. An ``Accept`` that no
     renderer matches (``text/event-stream``, what SSE clients send) gets JSON, not a 406."""

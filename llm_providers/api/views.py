@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 
 from django.db import connection
 from django.shortcuts import get_object_or_404
-from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import (
-    OpenApiParameter,
-    OpenApiResponse,
-    extend_schema,
-    inline_serializer,
-)
+from django.urls import NoReverseMatch, reverse
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from .. import registry
 from ..accounting import budgets, reports
@@ -28,8 +22,15 @@ from ..keys import resolve_keys
 from ..main_text_generation import llm_generate, llm_stream
 from ..models import PROVIDER_NAMES, APIKey, CallStatus, LedgerEntry, UsageSummary, billing_period
 from . import serializers as s
+from .base import AppAPIConfig, AppAPIView
 from .errors import error_body
-from .negotiation import PlainContentNegotiation
+from .schema import (
+    OpenApiParameter,
+    OpenApiResponse,
+    OpenApiTypes,
+    extend_schema,
+    inline_serializer,
+)
 from .streaming import StreamingContentNegotiation, event_stream_response
 from .throttling import GenerationRateThrottle, UserRateThrottle
 
@@ -43,7 +44,7 @@ _ERROR = inline_serializer(
 )
 
 
-class GenerateView(APIView):
+class GenerateView(AppAPIView):
     """Generate text (or JSON valid against ``json_schema``) with fallback across providers."""
 
     throttle_classes = [UserRateThrottle, GenerationRateThrottle]
@@ -58,11 +59,9 @@ class GenerateView(APIView):
         },
     )
     def post(self, request):
-        args = s.plain_generate_args(request.data)
-        if args is None:  # anything out of the ordinary: the serializer, with its errors
-            params = s.GenerateRequestSerializer(data=request.data)
-            params.is_valid(raise_exception=True)
-            args = dict(params.validated_data)
+        params = s.GenerateRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        args = dict(params.validated_data)
         stream = args.pop("stream", False)
         json_schema = args.pop("json_schema", None)
         if stream:
@@ -71,7 +70,7 @@ class GenerateView(APIView):
         generation = llm_generate(
             args.pop("prompt"), json_struct=json_schema, user_id=request.user, **args
         )
-        return Response(s.generation_data(generation))
+        return Response(s.GenerationSerializer(generation).data)
 
 
 def _period(value: str | None) -> str:
@@ -82,7 +81,7 @@ def _period(value: str | None) -> str:
     return value
 
 
-class UsageView(APIView):
+class UsageView(AppAPIView):
     """The caller's own usage in a billing period, and what is left of their budget."""
 
     @extend_schema(
@@ -132,7 +131,7 @@ def _iso_date(params, name: str) -> date | None:
         raise ValidationError({name: ["Use an ISO date, e.g. 2026-11-24."]}) from None
 
 
-class CallsView(generics.ListAPIView):
+class CallsView(AppAPIConfig, generics.ListAPIView):
     """The caller's own ledger, newest first."""
 
     serializer_class = s.LedgerEntrySerializer
@@ -181,19 +180,20 @@ class CSVRenderer(BaseRenderer):
         return data.encode() if isinstance(data, str) else b""
 
 
-class FormatParameterWins(PlainContentNegotiation):
+class FormatParameterWins(DefaultContentNegotiation):
     """``?format=csv`` is an explicit choice: honour it whatever ``Accept`` says (a client
-    sending ``Accept: application/json`` by habit would otherwise get a 406)."""
+    sending ``Accept: application/json`` by habit would otherwise get a 406). The parameter is
+    ``format`` whatever the project's ``URL_FORMAT_OVERRIDE`` says (SPEC §8 names it)."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
-        wanted = format_suffix or request.query_params.get(self.settings.URL_FORMAT_OVERRIDE)
+        wanted = format_suffix or request.query_params.get("format")
         for renderer in renderers:
             if wanted and renderer.format == wanted:
                 return renderer, renderer.media_type
         return super().select_renderer(request, renderers, format_suffix)
 
 
-class CostReportView(APIView):
+class CostReportView(AppAPIView):
     """Staff: cost per user, provider, model or day over an inclusive date range."""
 
     permission_classes = [IsAdminUser]
@@ -235,7 +235,7 @@ class CostReportView(APIView):
         return Response([row.as_dict() for row in rows])
 
 
-class KeyListView(APIView):
+class KeyListView(AppAPIView):
     """Staff: the stored keys (masked), and adding one (it becomes the active key at once)."""
 
     permission_classes = [IsAdminUser]
@@ -258,7 +258,7 @@ class KeyListView(APIView):
         return Response(s.APIKeySerializer(key).data, status=status.HTTP_201_CREATED)
 
 
-class KeyDetailView(APIView):
+class KeyDetailView(AppAPIView):
     """Staff: relabel, replace, activate or deactivate a key; or delete it."""
 
     permission_classes = [IsAdminUser]
@@ -284,7 +284,7 @@ class KeyDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ProvidersView(APIView):
+class ProvidersView(AppAPIView):
     """Each provider: whether it has a key, its default model, its priority, the primary one."""
 
     @extend_schema(responses={200: s.ProviderSerializer(many=True)})
@@ -304,7 +304,7 @@ class ProvidersView(APIView):
         return Response(s.ProviderSerializer(rows, many=True).data)
 
 
-class HealthView(APIView):
+class HealthView(AppAPIView):
     """Liveness and a database round trip; needs no credentials."""
 
     authentication_classes: list = []
@@ -329,7 +329,7 @@ class HealthView(APIView):
         return Response({"status": "ok", "database": "ok"})
 
 
-class APIRootView(APIView):
+class APIRootView(AppAPIView):
     """A directory of the API (``/api/llm/``): the endpoints and the docs."""
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
@@ -347,6 +347,9 @@ class APIRootView(APIView):
         links = {
             name: request.build_absolute_uri(reverse(f"llm_providers:{name}")) for name in names
         }
-        links["docs"] = request.build_absolute_uri(reverse("docs"))
-        links["schema"] = request.build_absolute_uri(reverse("schema"))
+        # The OpenAPI views belong to the project (drf-spectacular is optional): linked when
+        # the project routes them under these names.
+        for name in ("docs", "schema"):
+            with contextlib.suppress(NoReverseMatch):
+                links[name] = request.build_absolute_uri(reverse(name))
         return Response(links)

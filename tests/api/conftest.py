@@ -10,7 +10,6 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from llm_providers.api.throttling import GenerationRateThrottle, UserRateThrottle
 from tests.api.support import PASSWORD, token_client
 
 
@@ -65,14 +64,12 @@ def staff_api(staff):
 
 
 @pytest.fixture
-def rates(settings, monkeypatch):
-    """Set the throttle rates as a deployment does (REST_FRAMEWORK), and where DRF's throttle
-    classes read them: a class attribute bound when DRF was imported."""
+def rates(settings):
+    """Set the throttle rates as a deployment does: ``rates("100/min", "2/min")`` sets
+    ``LLM_API_RATE`` and ``LLM_API_GENERATION_RATE``."""
 
     def _set(general: str, generation: str) -> None:
-        values = {"llm_api": general, "llm_generation": generation}
-        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": values}
-        for cls in (UserRateThrottle, GenerationRateThrottle):
-            monkeypatch.setattr(cls, "THROTTLE_RATES", values)
+        settings.LLM_API_RATE = general
+        settings.LLM_API_GENERATION_RATE = generation
 
     return _set

@@ -224,31 +224,20 @@ def test_unsupported_method_is_405_with_the_error_body(api):
     assert error["message"] == 'Method "DELETE" not allowed.'
 
 
-@pytest.mark.django_db(transaction=True)
-def test_cached_tokens_are_handed_out_as_independent_copies(user, django_assert_num_queries):
-    """Each request gets its own token and user (a view may change them), linked to each
-    other like the rows select_related() loaded, sharing only the read-only budget row."""
+@pytest.mark.parametrize("has_budget", [True, False])
+def test_the_token_its_user_and_budget_come_in_one_query(
+    user, has_budget, django_assert_num_queries
+):
+    """What a generation's budget check needs is loaded with the token: no query of its own."""
+    from llm_providers.accounting import budgets
     from llm_providers.api.authentication import TokenAuthentication
     from llm_providers.models import UsageBudget
 
-    budget = UsageBudget.objects.create(user=user, monthly_call_limit=3)
+    if has_budget:
+        UsageBudget.objects.create(user=user, monthly_call_limit=3)
     key = Token.objects.create(user=user).key
-    auth = TokenAuthentication()
-    auth.authenticate_credentials(key)  # cached now (outside a transaction)
-    with django_assert_num_queries(0):
-        first_user, first = auth.authenticate_credentials(key)
-        second_user, second = auth.authenticate_credentials(key)
-        assert first_user.llm_budget.monthly_call_limit == 3  # loaded with the token
-    assert first is not second and first_user is not second_user
-    assert first.user is first_user and first_user.auth_token is first
-    assert second.user is second_user and second_user.auth_token is second
-    assert first_user.llm_budget is second_user.llm_budget
-    assert (first_user.pk, first.key, first_user._state.db) == (user.pk, key, "default")
-    assert not first_user._state.adding and not first._state.adding
-    # Their states and caches are their own.
-    assert first_user._state is not second_user._state
-    assert first_user._state.fields_cache is not second_user._state.fields_cache
-    first_user.first_name = "changed by a view"
-    first_user._state.fields_cache.pop("llm_budget")
-    assert second_user.first_name == "" and "llm_budget" in second_user._state.fields_cache
-    assert budget.pk == second_user.llm_budget.pk
+    with django_assert_num_queries(1):
+        found, token = TokenAuthentication().authenticate_credentials(key)
+        limits = budgets.limits_for(found.pk, found)
+    assert (found.pk, token.key) == (user.pk, key)
+    assert limits.calls == (3 if has_budget else None)

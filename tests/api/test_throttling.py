@@ -2,7 +2,6 @@
 
 import pytest
 
-from llm_providers.api.throttling import UserRateThrottle
 from llm_providers.models import LedgerEntry
 from tests.api.support import API, assert_error
 from tests.providers.wire import gemini_generate_url, gemini_response
@@ -72,61 +71,31 @@ def test_anonymous_requests_are_refused_before_throttling(anon, rates):
         assert_error(anon.get(API + "usage/"), 401, "not_authenticated")
 
 
-# --- The packed history: DRF's throttle to the letter ---------------------------------------------
+def test_the_rates_come_from_the_apps_settings_not_rest_framework(api, settings):
+    """No ``DEFAULT_THROTTLE_RATES`` is needed: the default ``LLM_API_RATE`` applies."""
+    settings.REST_FRAMEWORK = {"DEFAULT_THROTTLE_RATES": {}}
+    settings.LLM_API_RATE = None  # unset: the default, 600/min
+    assert [api.get(API + "usage/").status_code for _ in range(3)] == [200] * 3
 
 
-class _User:
-    pk = 7
-    is_authenticated = True
+def test_the_rates_can_come_from_the_environment(api, settings, monkeypatch):
+    from llm_providers.conf import llm_settings
+
+    settings.LLM_API_RATE = None
+    monkeypatch.setenv("LLM_API_RATE", "2/min")
+    llm_settings.reload()
+    try:
+        assert [api.get(API + "usage/").status_code for _ in range(2)] == [200, 200]
+        assert_throttled(api.get(API + "usage/"))
+    finally:
+        monkeypatch.delenv("LLM_API_RATE")
+        llm_settings.reload()
 
 
-class _Request:
-    user = _User()
-    META = {"REMOTE_ADDR": "127.0.0.1"}
-
-
-def _drive(throttle_class, times: list[float], rate: str) -> list[tuple[bool, float | None]]:
-    """(allowed, wait) for a request at each of ``times``, one throttle instance per request
-    as DRF makes them, with the clock at that time."""
-    answers = []
-    for now in times:
-        throttle = throttle_class()
-        throttle.rate = rate
-        throttle.num_requests, throttle.duration = throttle.parse_rate(rate)
-        throttle.timer = lambda now=now: now
-        allowed = throttle.allow_request(_Request(), None)
-        answers.append((allowed, None if allowed else throttle.wait()))
-    return answers
-
-
-def test_the_packed_history_answers_as_drfs_list(settings):
-    from django.core.cache import cache
-    from rest_framework import throttling as drf
-
-    class DRFThrottle(drf.UserRateThrottle):
-        scope = "llm_api"
-
-    timelines = [
-        [0, 1, 2, 3, 4, 5, 59.9, 60, 60.5, 61, 119, 200],  # a burst, the window sliding past
-        [0, 0, 0, 0, 0.5, 30, 60, 60, 60.0001],  # ties at the window's edge
-        [10, 5, 11, 4, 70, 64.5, 71, 130],  # a clock stepping back
-        [float(t) / 7 for t in range(60)],
-    ]
-    for rate in ("3/min", "1/s", "5/m", "2/h"):
-        for times in timelines:
-            cache.clear()
-            expected = _drive(DRFThrottle, times, rate)
-            cache.clear()
-            assert _drive(UserRateThrottle, times, rate) == expected, (rate, times)
-
-
-def test_the_history_is_stored_packed_under_its_own_key(api, user, rates):
-    from array import array
-
+def test_counts_are_drfs_histories_in_djangos_cache(api, user, rates):
     from django.core.cache import cache
 
     rates("100/min", "100/min")
     assert api.get(API + "usage/").status_code == 200
-    assert cache.get(f"throttle_llm_api_{user.pk}") is None  # DRF's key: never this format
-    packed = cache.get(f"throttle_llm_api_{user.pk}_packed")
-    assert isinstance(packed, bytes) and len(array("d", packed)) == 1
+    history = cache.get(f"throttle_llm_api_{user.pk}")
+    assert isinstance(history, list) and len(history) == 1

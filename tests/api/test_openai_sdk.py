@@ -12,7 +12,6 @@ from decimal import Decimal
 
 import openai
 import pytest
-from django.core.cache import cache
 from django.db.models import Sum
 from openai import OpenAI
 from rest_framework.authtoken.models import Token
@@ -25,14 +24,6 @@ from tests.providers import wire
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SSE = "text/event-stream"
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    """Throttle counters live in the cache, and user ids repeat from one test to the next."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
-from django.core.cache import cache
 from django.db import connections
 from django.db.models import Sum
 from django.test import Client
@@ -111,14 +110,6 @@ class GatedBody(io.BufferedReader):
 
 
 # --- Fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    """Throttle counters live in the cache, and user ids repeat from one test to the next."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
