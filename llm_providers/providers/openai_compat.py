@@ -97,12 +97,13 @@ class OpenAICompatibleProvider(Provider):
             ) from None
         if not isinstance(chunk, Mapping):
             return None
+        if chunk.get("usage"):
+            # Read first: an error chunk may carry the usage of what was generated (billed).
+            state.usage = self.read_usage(chunk["usage"])
         if chunk.get("error"):
             raise self.read_error(error_status(chunk, 502), chunk, {})
         state.model = chunk.get("model") or state.model
         state.response_id = chunk.get("id") or state.response_id
-        if chunk.get("usage"):
-            state.usage = self.read_usage(chunk["usage"])
         delta_text = None
         for choice in chunk.get("choices") or []:
             delta_text = (choice.get("delta") or {}).get("content") or delta_text

@@ -10,6 +10,8 @@ What is particular to it (docs: https://openrouter.ai/docs):
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -66,8 +68,8 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         )
 
     def read_error(self, status: int, body: Any, headers: Mapping[str, str]) -> LLMError:
-        message = error_text(body)
         metadata = _metadata(body)
+        message = _with_upstream_detail(error_text(body), metadata)
         if status == 400 and "not a valid model id" in message.lower():
             return ModelNotFound(
                 f"Model not found: OpenRouter says {message!r}. Model ids have the form "
@@ -101,6 +103,25 @@ class OpenRouterProvider(OpenAICompatibleProvider):
     def connection_test_call(self) -> HTTPCall:
         # GET /key describes the key and costs nothing.
         return HTTPCall("GET", f"{self.base_url}/key", self.auth_headers())
+
+
+def _with_upstream_detail(message: str, metadata: Mapping[str, Any]) -> str:
+    """``message`` with the upstream's own words when OpenRouter passes them on.
+
+    For an upstream failure OpenRouter says only "Provider returned error"; the cause is in
+    ``metadata.raw``: the upstream's error body, as text (often a JSON document) or an object.
+    """
+    raw = metadata.get("raw")
+    if isinstance(raw, str):
+        with contextlib.suppress(ValueError):  # not JSON: prose, kept as it is
+            raw = json.loads(raw)
+    if raw is None or raw == "":
+        return message
+    detail = error_text(raw)
+    if detail == "no error message" or detail in message:
+        return message
+    source = metadata.get("provider_name")
+    return f"{message} ({source}: {detail})" if source else f"{message} ({detail})"
 
 
 def _metadata(body: Any) -> Mapping[str, Any]:
