@@ -322,7 +322,10 @@ class Provider:
                 provider=self.name,
             )
         if status == 404:
-            return ModelNotFound(f"Model not found: {detail}", provider=self.name)
+            return ModelNotFound(
+                f"Model not found: {detail}. Use a model id such as {self.example_model}.",
+                provider=self.name,
+            )
         if status in (408, 504):
             return UpstreamTimeout(detail, provider=self.name)
         if 400 <= status < 500:

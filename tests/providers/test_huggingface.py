@@ -1,29 +1,29 @@
-"""Hugging Face router: request shape, answers, structured JSON, streams, errors, retries."""
+"""What is particular to the Hugging Face router: ``:provider`` model suffixes, usage that may
+be partial or absent, ``error`` as a string, a list or an object, ``model_not_supported``, the
+``RateLimit`` header, a model still loading (``estimated_time``), the one-token connection test,
+and the seed's ``huggingface_*`` functions. What every provider does is in ``test_contract.py``."""
 
 from decimal import Decimal
 
 import pytest
-import requests
 import responses
 
 from llm_providers.exceptions import (
     AllProvidersFailed,
     InsufficientCredits,
     InvalidRequest,
-    InvalidStructuredOutput,
     ModelNotFound,
     ProviderAuthError,
     ProviderNotConfigured,
     ProviderUnavailable,
     RateLimited,
-    UpstreamTimeout,
 )
 from llm_providers.huggingface_provider import (
     huggingface_structured_json_response,
     huggingface_text_response,
 )
 from llm_providers.providers.huggingface import HuggingFaceProvider
-from llm_providers.results import ChatRequest, TextDelta, Usage
+from llm_providers.results import ChatRequest, Usage
 from tests.conftest import FAKE_KEYS
 from tests.providers import wire
 
@@ -58,22 +58,6 @@ def fail(http, status, body=None, *, headers=None):
 
 
 # --- Text completion ------------------------------------------------------------------------------
-
-
-def test_request_body_is_openai_chat(http, hf):
-    answer(http)
-    hf.complete(ask(system_prompt="Answer briefly.", temperature=0.2, max_tokens=200))
-    call = http.calls[0]
-    assert call.request.url == CHAT
-    assert wire.request_json(call) == {
-        "model": MODEL,
-        "messages": [
-            {"role": "system", "content": "Answer briefly."},
-            {"role": "user", "content": "Extract: Attention Is All You Need (2017)"},
-        ],
-        "temperature": 0.2,
-        "max_tokens": 200,
-    }
 
 
 def test_bearer_token_and_no_openrouter_headers(http, hf, settings):
@@ -132,50 +116,6 @@ def test_base_url_setting_is_used(http, settings):
     assert HuggingFaceProvider(KEY).complete(ask()).text == "hi"
 
 
-# --- Structured JSON ------------------------------------------------------------------------------
-
-
-def test_schema_is_sent_as_response_format_json_schema(http, hf):
-    answer(http, wire.hf_completion(PAPER))
-    completion = hf.complete(ask(json_schema=SCHEMA, temperature=0.2, max_tokens=200))
-    body = wire.request_json(http.calls[0])
-    assert body["response_format"] == {
-        "type": "json_schema",
-        "json_schema": {"name": "PaperAnalysis", "schema": SCHEMA},
-    }
-    assert completion.data == {"title": "Attention Is All You Need", "year": 2017}
-
-
-def test_fenced_json_is_accepted(http, hf):
-    answer(http, wire.hf_completion(f"```\n{PAPER}\n```"))
-    assert hf.complete(ask(json_schema=SCHEMA)).data["year"] == 2017
-    assert len(http.calls) == 1
-
-
-def test_invalid_json_is_retried_once_and_usage_summed(http, hf):
-    answer(http, wire.hf_completion('{"title": "Attention"}', prompt=45, completion=8))
-    answer(http, wire.hf_completion(PAPER, prompt=45, completion=17))
-    completion = hf.complete(ask(json_schema=SCHEMA))
-    assert completion.data["title"] == "Attention Is All You Need"
-    assert len(http.calls) == 2
-    assert completion.requests == 2
-    assert completion.usage == Usage(90, 25, 115)
-
-
-def test_invalid_twice_is_invalid_structured_output(http, hf):
-    answer(http, wire.hf_completion("The title is Attention.", prompt=45, completion=6))
-    answer(
-        http, wire.hf_completion('{"title": "Attention", "year": "2017"}', prompt=45, completion=12)
-    )
-    with pytest.raises(InvalidStructuredOutput) as caught:
-        hf.complete(ask(json_schema=SCHEMA))
-    assert caught.value.raw_text == '{"title": "Attention", "year": "2017"}'
-    assert caught.value.requests == 2
-    assert caught.value.partial_usage == Usage(90, 18, 108)
-    assert "year: '2017' is not of type 'integer'" in caught.value.message
-    assert len(http.calls) == 2
-
-
 # --- Streaming ------------------------------------------------------------------------------------
 
 
@@ -193,17 +133,6 @@ def test_stream_asks_for_usage(http, hf):
     assert http.calls[0].request.headers["Authorization"] == f"Bearer {KEY}"
 
 
-def test_stream_deltas_in_order_then_completion_with_usage(http, hf):
-    stream = open_stream(http, hf, wire.hf_stream(["Hello", " world", "!"], usage=(12, 3)))
-    assert list(stream) == [TextDelta("Hello"), TextDelta(" world"), TextDelta("!")]
-    completion = stream.completion
-    assert completion.text == "Hello world!"
-    assert completion.usage == Usage(12, 3, 15)
-    assert completion.model == "meta-llama/llama-3.1-8b-instruct"
-    assert completion.finish_reason == "stop"
-    assert completion.response_id == "chatcmpl-9f2c"
-
-
 def test_stream_when_the_provider_ignores_include_usage(http, hf):
     stream = open_stream(http, hf, wire.hf_stream(["Hello", "!"], usage=None))
     assert stream.drain().text == "Hello!"
@@ -213,31 +142,6 @@ def test_stream_when_the_provider_ignores_include_usage(http, hf):
 def test_stream_without_done_after_finish(http, hf):
     stream = open_stream(http, hf, wire.hf_stream(["a"], done=False))
     assert stream.drain().text == "a"
-
-
-def test_stream_without_finish_marker_is_unavailable(http, hf):
-    stream = open_stream(
-        http, hf, wire.hf_stream(["Hel", "lo"], usage=None, finish=False, done=False)
-    )
-    with pytest.raises(ProviderUnavailable) as caught:
-        stream.drain()
-    assert caught.value.partial_text == "Hello"
-    assert caught.value.requests == 1
-
-
-def test_stream_error_event_mid_stream(http, hf):
-    events = [
-        wire.hf_chunk("", role=True),
-        wire.hf_chunk("Hel"),
-        '{"error":"Model overloaded, retry later","error_type":"overloaded"}',
-    ]
-    stream = open_stream(http, hf, wire.sse(events))
-    assert next(stream) == TextDelta("Hel")
-    with pytest.raises(ProviderUnavailable) as caught:
-        next(stream)
-    assert "Model overloaded, retry later" in caught.value.message
-    assert caught.value.partial_text == "Hel"
-    assert caught.value.partial_usage is None
 
 
 def test_stream_error_event_object_with_code(http, hf):
@@ -258,33 +162,6 @@ def test_stream_open_model_not_supported(http, hf):
 # --- Errors ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("status", "exc_class", "requests_made", "text"),
-    [
-        (401, ProviderAuthError, 1, "Invalid credentials in Authorization header"),
-        (402, InsufficientCredits, 1, "exceeded your monthly included credits"),
-        (403, ProviderAuthError, 1, "does not have sufficient permissions"),
-        (404, ModelNotFound, 1, "Model acme/nothing not found."),
-        (408, UpstreamTimeout, 4, "Request timeout"),
-        (429, RateLimited, 4, "rate limit"),
-        (500, ProviderUnavailable, 4, "Internal Server Error"),
-        (502, ProviderUnavailable, 4, "Bad Gateway"),
-        (503, ProviderUnavailable, 4, "Service Unavailable"),
-        (504, UpstreamTimeout, 4, "Gateway Timeout"),
-    ],
-)
-def test_error_statuses(http, hf, status, exc_class, requests_made, text):
-    fail(http, status)
-    with pytest.raises(exc_class) as caught:
-        hf.complete(ask())
-    assert type(caught.value) is exc_class
-    assert len(http.calls) == requests_made
-    assert caught.value.requests == requests_made
-    assert caught.value.provider == "huggingface"
-    assert text in caught.value.message
-    assert KEY not in caught.value.message
-
-
 def test_model_not_supported_is_model_not_found(http, hf):
     fail(http, 400, wire.hf_model_not_supported("acme/nothing"))
     with pytest.raises(ModelNotFound) as caught:
@@ -300,18 +177,6 @@ def test_legacy_not_supported_string_is_model_not_found(http, hf):
     fail(http, 400)
     with pytest.raises(ModelNotFound, match="Model not supported by provider hf-inference"):
         hf.complete(ask())
-
-
-def test_other_400_is_invalid_request(http, hf):
-    fail(
-        http,
-        400,
-        wire.hf_error_object("max_tokens must be at least 1", type_="invalid_request_error"),
-    )
-    with pytest.raises(InvalidRequest) as caught:
-        hf.complete(ask())
-    assert type(caught.value) is InvalidRequest
-    assert caught.value.message == "Hugging Face answered HTTP 400: max_tokens must be at least 1"
 
 
 def test_gated_model_403_is_auth_error(http, hf):
@@ -397,41 +262,6 @@ def test_503_loading_longer_than_the_total_timeout_stops(http, hf, sleeps, setti
         hf.complete(ask())
     assert len(http.calls) == 1
     assert sleeps == []
-
-
-def test_connection_error_retried_then_unavailable(http, hf):
-    http.add(
-        responses.POST, CHAT, body=requests.exceptions.ConnectionError("Name or service not known")
-    )
-    with pytest.raises(ProviderUnavailable) as caught:
-        hf.complete(ask())
-    assert caught.value.message == "Could not reach Hugging Face: ConnectionError"
-    assert caught.value.requests == 4
-
-
-def test_timeout_retried_then_upstream_timeout(http, hf):
-    http.add(responses.POST, CHAT, body=requests.exceptions.ReadTimeout("slow"))
-    with pytest.raises(UpstreamTimeout) as caught:
-        hf.complete(ask())
-    assert caught.value.requests == 4
-    assert len(http.calls) == 4
-
-
-def test_malformed_200_is_unavailable_and_not_retried(http, hf):
-    answer(http, "upstream connect error or disconnect/reset before headers")
-    with pytest.raises(ProviderUnavailable) as caught:
-        hf.complete(ask())
-    assert caught.value.message == "Hugging Face sent a body that is not JSON (HTTP 200)"
-    assert caught.value.requests == 1
-    assert len(http.calls) == 1
-
-
-def test_echoed_token_never_in_the_message(http, hf):
-    fail(http, 401, wire.hf_error(f"Invalid token {KEY}"))
-    with pytest.raises(ProviderAuthError) as caught:
-        hf.complete(ask())
-    assert KEY not in str(caught.value)
-    assert "Invalid token [key]" in caught.value.message
 
 
 # --- Model ids ------------------------------------------------------------------------------------

@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from tests.conftest import GEMINI_URL, HF_URL, OPENROUTER_URL
+from llm_providers.providers.gemini import GeminiProvider
+from llm_providers.providers.huggingface import HuggingFaceProvider
+from llm_providers.providers.openai_compat import schema_name
+from llm_providers.providers.openrouter import OpenRouterProvider
+from llm_providers.results import Usage
+from tests.conftest import FAKE_KEYS, GEMINI_URL, HF_URL, OPENROUTER_URL
 
 SSE = "text/event-stream"
 
@@ -648,3 +655,168 @@ HF_ERRORS = {
 def request_json(call) -> dict:
     """The JSON body of a recorded ``responses`` call."""
     return json.loads(call.request.body)
+
+
+# --- Wire descriptions: what the contract suite needs to know of a provider -----------------------
+
+
+@dataclass(frozen=True)
+class ProviderWire:
+    """How one provider speaks on the wire, for ``test_contract.py``: where its requests go, where
+    its key travels, and how its answers, streams and errors look. Builders take token counts
+    and ``usage`` says what the provider must read from them (with the cost it reports, if any).
+    """
+
+    name: str
+    make: Callable[..., Any]  # make(key_source=None): a client holding ``key``
+    key: str
+    model: str  # a well-formed model id
+    url: Callable[[str, bool], str]  # the endpoint for (model, stream)
+    key_header: tuple[str, str]  # the header that carries the key, and its value
+    completion: Callable[[str, int, int], str]  # (text, prompt tokens, completion tokens)
+    usage: Callable[[int, int], Usage]  # what is read from such an answer
+    stream: Callable[..., bytes]  # (deltas, prompt, completion, *, finish=True)
+    chunk: Callable[[str], str]  # one event with a text delta
+    stream_error: Callable[[int, str], str]  # one event that reports an error
+    error: Callable[[int, str], str]  # an error body for (status, message)
+    bad_key: tuple[int, str]  # what the upstream answers a key it does not accept
+    unknown_model: tuple[int, str]  # what it answers a model it does not know
+    native_schema: Callable[[dict], dict]  # the request fields that carry a JSON schema
+    sse_sep: str = "\n\n"
+
+
+def openai_wire(
+    name: str, make: Callable[..., Any], key: str, model: str, chat_url: str
+) -> ProviderWire:
+    """A plain OpenAI-compatible server (chat completions, no cost reported, OpenAI's error
+    objects): Hugging Face's router, or a custom provider of SPEC §12.1 such as a local server."""
+
+    def completion(text: str, prompt: int, completion: int) -> str:
+        return hf_completion(text, model=model, prompt=prompt, completion=completion)
+
+    def stream(deltas, prompt, completion, *, finish=True) -> bytes:
+        return hf_stream(
+            deltas, usage=(prompt, completion) if finish else None, finish=finish, done=finish
+        )
+
+    def error(status: int, message: str) -> str:
+        return hf_error_object(
+            message, type_="invalid_request_error" if status < 500 else "server_error"
+        )
+
+    return ProviderWire(
+        name=name,
+        make=make,
+        key=key,
+        model=model,
+        url=lambda model, stream: chat_url,
+        key_header=("Authorization", f"Bearer {key}"),
+        completion=completion,
+        usage=lambda p, c: Usage(p, c, p + c),
+        stream=stream,
+        chunk=lambda text: hf_chunk(text),
+        stream_error=lambda status, message: dumps({"error": {"message": message, "code": status}}),
+        error=error,
+        bad_key=(401, error(401, "Invalid credentials in Authorization header")),
+        unknown_model=(
+            404,
+            hf_error_object(
+                "The model `acme/nothing` does not exist",
+                type_="invalid_request_error",
+                code="model_not_found",
+            ),
+        ),
+        native_schema=lambda schema: {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": schema_name(schema), "schema": schema},
+            }
+        },
+    )
+
+
+def _or_cost(prompt: int, completion: int) -> Decimal:
+    return Decimal("0.0000015") * (prompt + completion)
+
+
+OPENROUTER = ProviderWire(
+    name="openrouter",
+    make=lambda **kw: OpenRouterProvider(FAKE_KEYS["openrouter"], **kw),
+    key=FAKE_KEYS["openrouter"],
+    model="openai/gpt-4o-mini",
+    url=lambda model, stream: OPENROUTER_CHAT,
+    key_header=("Authorization", f"Bearer {FAKE_KEYS['openrouter']}"),
+    completion=lambda text, p, c: or_completion(text, usage=or_usage(p, c, _or_cost(p, c))),
+    usage=lambda p, c: Usage(p, c, p + c, _or_cost(p, c)),
+    stream=lambda deltas, p, c, *, finish=True: or_stream(
+        deltas, usage=or_usage(p, c, _or_cost(p, c)), finish=finish, done=finish
+    ),
+    chunk=lambda text: or_chunk(text),
+    stream_error=or_stream_error,
+    error=lambda status, message: or_error(status, message),
+    bad_key=(401, or_error(401, "User not found.")),
+    unknown_model=(400, or_error(400, "acme/fake-1.0 is not a valid model ID")),
+    native_schema=lambda schema: {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": schema_name(schema), "schema": schema},
+        }
+    },
+)
+
+GEMINI_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    402: "RESOURCE_EXHAUSTED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+GEMINI = ProviderWire(
+    name="gemini",
+    make=lambda **kw: GeminiProvider(FAKE_KEYS["gemini"], **kw),
+    key=FAKE_KEYS["gemini"],
+    model="gemini-2.5-flash",
+    url=lambda model, stream: (gemini_stream_url if stream else gemini_generate_url)(model),
+    key_header=("x-goog-api-key", FAKE_KEYS["gemini"]),
+    completion=lambda text, p, c: gemini_response(text, usage=gemini_usage(p, c)),
+    usage=lambda p, c: Usage(p, c, p + c),
+    stream=lambda deltas, p, c, *, finish=True: gemini_stream(
+        deltas, final_usage=gemini_usage(p, c), finish=finish
+    ),
+    chunk=lambda text: gemini_chunk(text),
+    stream_error=lambda status, message: dumps(
+        {"error": {"code": status, "message": message, "status": GEMINI_STATUS[status]}},
+        separators=(",", ": "),
+    ),
+    error=lambda status, message: gemini_error(status, message, GEMINI_STATUS[status]),
+    bad_key=(400, gemini_invalid_key()),  # Google answers a bad key with 400, not 401
+    unknown_model=(404, gemini_status_error(404)),
+    native_schema=lambda schema: {
+        "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": schema}
+    },
+    sse_sep="\r\n\r\n",
+)
+
+HUGGINGFACE = replace(
+    openai_wire(
+        "huggingface",
+        lambda **kw: HuggingFaceProvider(FAKE_KEYS["huggingface"], **kw),
+        FAKE_KEYS["huggingface"],
+        "meta-llama/Llama-3.1-8B-Instruct",
+        HF_CHAT,
+    ),
+    # The router's own errors are {"error": "<text>"}; an unknown model is model_not_supported.
+    error=lambda status, message: hf_error(message),
+    unknown_model=(400, hf_model_not_supported("acme/nothing")),
+    stream_error=lambda status, message: dumps({"error": message, "error_type": "overloaded"}),
+)
+
+# Every provider of the registry; a custom OpenAI-compatible one joins with openai_wire(...).
+WIRES = [GEMINI, OPENROUTER, HUGGINGFACE]

@@ -1,9 +1,11 @@
 """Live tests against the real providers, one per provider.
 
-Each is skipped unless its key variable is set in the environment (``GEMINI_API_KEY``,
-``OPENROUTER_API_KEY``, ``HF_TOKEN``); select them with ``pytest -m live``. They read the key
-from the environment, use the real base URL, wait for real between retries, and ask for a few
-tokens only. ``GEMINI_MODEL``, ``OPENROUTER_MODEL`` and ``HF_MODEL`` pick other models.
+Each is skipped unless its test key is set in the environment: ``LLM_TEST_GEMINI_KEY``,
+``LLM_TEST_OPENROUTER_KEY``, ``LLM_TEST_HF_TOKEN`` (never the production variables, so a
+developer's own keys are not spent by accident); select them with ``pytest -m live``. They use
+the real base URL, wait for real between retries, and ask for a few tokens only.
+``LLM_TEST_GEMINI_MODEL``, ``LLM_TEST_OPENROUTER_MODEL`` and ``LLM_TEST_HF_MODEL`` pick other
+models.
 """
 
 import os
@@ -38,11 +40,11 @@ def real_waits(settings, monkeypatch):
     monkeypatch.setattr(base_provider, "sleep", time.sleep)
 
 
-@needs("GEMINI_API_KEY")
+@needs("LLM_TEST_GEMINI_KEY")
 def test_gemini_live(settings):
-    settings.GEMINI_API_KEY = os.environ["GEMINI_API_KEY"].strip()
+    settings.GEMINI_API_KEY = os.environ["LLM_TEST_GEMINI_KEY"].strip()
     settings.GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
-    settings.GEMINI_MODEL = os.environ.get("GEMINI_MODEL") or "gemini-2.5-flash"
+    settings.GEMINI_MODEL = os.environ.get("LLM_TEST_GEMINI_MODEL") or "gemini-2.5-flash"
     # Thinking tokens count against maxOutputTokens: leave room for them.
     generation = llm_generate(PROMPT, provider="gemini", max_tokens=1024, fallback=False)
     assert generation.provider == "gemini"
@@ -52,11 +54,11 @@ def test_gemini_live(settings):
     assert generation.upstream_requests >= 1
 
 
-@needs("OPENROUTER_API_KEY")
+@needs("LLM_TEST_OPENROUTER_KEY")
 def test_openrouter_live(settings):
-    settings.OPENROUTER_API_KEY = os.environ["OPENROUTER_API_KEY"].strip()
+    settings.OPENROUTER_API_KEY = os.environ["LLM_TEST_OPENROUTER_KEY"].strip()
     settings.OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
-    model = os.environ.get("OPENROUTER_MODEL") or "openai/gpt-4o-mini"
+    model = os.environ.get("LLM_TEST_OPENROUTER_MODEL") or "openai/gpt-4o-mini"
     generation = llm_generate(
         PROMPT, provider="openrouter", model=model, max_tokens=16, fallback=False
     )
@@ -68,11 +70,11 @@ def test_openrouter_live(settings):
     assert generation.usage.reported_cost >= 0
 
 
-@needs("HF_TOKEN")
+@needs("LLM_TEST_HF_TOKEN")
 def test_huggingface_live(settings):
-    settings.HF_TOKEN = os.environ["HF_TOKEN"].strip()
+    settings.HF_TOKEN = os.environ["LLM_TEST_HF_TOKEN"].strip()
     settings.HF_BASE_URL = "https://router.huggingface.co/v1"
-    settings.HF_MODEL = os.environ.get("HF_MODEL") or "meta-llama/Llama-3.1-8B-Instruct"
+    settings.HF_MODEL = os.environ.get("LLM_TEST_HF_MODEL") or "meta-llama/Llama-3.1-8B-Instruct"
     items = list(llm_stream(PROMPT, provider="huggingface", max_tokens=16, fallback=False))
     generation = items[-1]
     assert isinstance(generation, Generation)
