@@ -1,7 +1,8 @@
 """Provider clients: pure HTTP, no database.
 
-``base`` holds what every provider shares (the session, retries, error mapping, streaming,
-structured output), ``openai_compat`` the OpenAI chat-completions dialect, and each other module
-one provider, saying only what is particular to it. The registry (``llm_providers.registry``)
+``base`` holds what every provider shares (retries, error mapping, streaming, structured
+output), ``http`` the transport under it (one pooled ``requests.Session``), ``sse`` the stream
+reader, ``openai_compat`` the OpenAI chat-completions dialect, and each other module one
+provider, saying only what is particular to it. The registry (``llm_providers.registry``)
 lists them.
 """
