@@ -11,7 +11,9 @@ would have them.
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework import throttling
+from rest_framework.exceptions import NotAcceptable
 from rest_framework.generics import GenericAPIView
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
@@ -29,6 +31,14 @@ def host_exception_handler(exc, context):
     return Response({"detail": "the host's handler"}, status=418)
 
 
+class RefuseEverything(BaseContentNegotiation):
+    def select_parser(self, request, parsers):
+        return None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        raise NotAcceptable()
+
+
 class ThrottleWithoutRate(throttling.SimpleRateThrottle):
     scope = "nowhere"  # no rate anywhere: instantiating it raises ImproperlyConfigured
 
@@ -41,6 +51,7 @@ HOSTILE = {
     "EXCEPTION_HANDLER": "tests.api.test_host_settings.host_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.BrowsableAPIRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.FormParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "tests.api.test_host_settings.RefuseEverything",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 1,
     "DEFAULT_VERSIONING_CLASS": "rest_framework.versioning.AcceptHeaderVersioning",
@@ -55,6 +66,7 @@ BOUND = [
     (APIView, "throttle_classes", "DEFAULT_THROTTLE_CLASSES"),
     (APIView, "renderer_classes", "DEFAULT_RENDERER_CLASSES"),
     (APIView, "parser_classes", "DEFAULT_PARSER_CLASSES"),
+    (APIView, "content_negotiation_class", "DEFAULT_CONTENT_NEGOTIATION_CLASS"),
     (APIView, "versioning_class", "DEFAULT_VERSIONING_CLASS"),
     (GenericAPIView, "pagination_class", "DEFAULT_PAGINATION_CLASS"),
     (SimpleRateThrottle, "THROTTLE_RATES", "DEFAULT_THROTTLE_RATES"),
