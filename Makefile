@@ -106,8 +106,12 @@ serve: $(STAMP) ## production server (gunicorn) on HOST:PORT; migrates first, cr
 
 # Starts the fake upstream and `make serve` on free loopback ports (a throwaway database), and
 # measures the gateway against calling the fake directly. BENCH_ARGS: e.g. "--duration 5".
-bench: $(STAMP) ## benchmark make serve against the fake upstream; writes bench/RESULTS.md
-	@$(PY) -m bench.run $(BENCH_ARGS)
+# BASELINE=<git rev> also serves that revision (a git worktree, its own venv cached in
+# var/bench-baseline/, its own database and port) and measures both, alternating cell by cell.
+bench: $(STAMP) ## benchmark make serve against the fake upstream (BASELINE=<rev>: compare); writes bench/RESULTS.md
+	@$(PY) -m bench.run $(if $(BASELINE),--baseline '$(BASELINE)') \
+		--command 'make bench$(if $(BASELINE), BASELINE=$(BASELINE))$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' \
+		$(BENCH_ARGS)
 
 # ALWRITY_ENV_FILE= : a developer's .env (keys, DEBUG, ...) never reaches the tests. DATABASE_URL
 # from the environment still does: CI uses it to run the suite on PostgreSQL.

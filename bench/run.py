@@ -1,6 +1,7 @@
 """``make bench``: what the gateway adds to its upstream's latency, over real HTTP on loopback.
 
     make bench                                   # the full grid, writes bench/RESULTS.md
+    make bench BASELINE=<git rev>                # the same grid on this tree and on <rev>
     .venv/bin/python -m bench.run --delays 1000 --concurrency 256 --no-write   # one cell
 
 It starts the fake upstream (``python -m fake_upstream``, its own process)
@@ -17,6 +18,13 @@ client is plain asyncio (a minimal HTTP/1.1 client, ``_Connection``) with one ke
 connection per concurrent request, so it takes little of the CPU it shares with the server;
 the direct rows at delay 0 show what client and fake manage together, far above the gateway.
 
+With ``BASELINE=<rev>`` (``--baseline``) it also serves that revision, built by
+``bench.baseline`` (a git worktree, its own virtualenv, database and port, its own ``make
+serve``), against the same fake, and measures the two servers one after the other in each cell,
+the order alternating from cell to cell: this machine's speed drifts, so only figures taken
+side by side compare. It writes the ratios (current / baseline) in RESULTS.md's "Comparison"
+section and leaves the figures above it as they were; a plain run keeps that section.
+
 Each cell runs for ``--warmup`` seconds (not counted: connections open, threads start) and
 then ``--duration`` seconds; a request counts when it *finishes* inside that window, so
 requests/s is the steady rate. Everything it starts it stops, and it only talks to 127.0.0.1.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -43,8 +52,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.baseline import MAKE_VARIABLES, baseline_checkout, describe_working_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -263,6 +275,7 @@ def start_fake(delay_ms: int, log) -> tuple[subprocess.Popen, str, dict[str, str
         stop(process)
         raise SystemExit(f"bench: the fake upstream did not start: {lines!r}")
     url = values.pop("FAKE_UPSTREAM_URL")
+    values.pop("OPENAI_COMPATIBLE_BASE_URL", None)  # custom providers: not measured here
     return process, url, values
 
 
@@ -341,7 +354,7 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def server_env(args, port: int, base: dict[str, str], workdir: Path) -> dict[str, str]:
+def server_env(port: int, base: dict[str, str], database_url: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -357,9 +370,8 @@ def server_env(args, port: int, base: dict[str, str], workdir: Path) -> dict[str
             "LLM_ENCRYPTION_KEYS",
             "LLM_DEFAULT_MONTHLY_COST_LIMIT",
             "LLM_DEFAULT_MONTHLY_CALL_LIMIT",
-            "MAKEFLAGS",
-            "MFLAGS",
-            "MAKELEVEL",
+            "LLM_CUSTOM_PROVIDERS",
+            *MAKE_VARIABLES,
         }
     }
     env.update(base)
@@ -370,7 +382,7 @@ def server_env(args, port: int, base: dict[str, str], workdir: Path) -> dict[str
             "PORT": str(port),
             "SECRET_KEY": secrets.token_urlsafe(40),
             "DEBUG": "false",
-            "DATABASE_URL": args.database_url or f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "DATABASE_URL": database_url,
             # Per second, so the throttles do their real work (a history of one window per
             # user) without ever refusing one of these requests.
             "LLM_API_GENERATION_RATE": "100000/s",
@@ -379,15 +391,6 @@ def server_env(args, port: int, base: dict[str, str], workdir: Path) -> dict[str
         }
     )
     return env
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    if done.returncode:
-        raise SystemExit(f"bench: manage.py {args[0]} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
 
 
 SETUP_CODE = """
@@ -403,17 +406,92 @@ print("TOKEN=" + token.key)
 """
 
 
-def serve_command(env: dict[str, str]) -> str:
-    """The gunicorn command line ``make serve`` runs with this environment (``make -n``)."""
-    done = subprocess.run(
-        ["make", "-s", "-n", "serve"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    for line in done.stdout.replace("\\\n", " ").splitlines():
-        if "gunicorn" in line and "alwrity.wsgi" in line:
-            line = " ".join(line.split())
-            command = line.strip().removeprefix("exec ")
-            return command.replace(str(ROOT) + "/", "")
-    return "make serve"
+@dataclass
+class Gateway:
+    """A server under test: the checkout at ``root`` served by its own ``make serve``.
+
+    The working tree is one; ``make bench BASELINE=<rev>`` adds a checkout of that revision
+    (``bench.baseline``) with its own virtualenv (``make_args``), database and port.
+    """
+
+    name: str
+    root: Path
+    python: Path
+    env: dict[str, str]
+    log_path: Path
+    make_args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = None
+    token: str = ""
+    serve_command: str = "make serve"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.env['PORT']}"
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run(
+            [str(self.python), "manage.py", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            raise SystemExit(
+                f"bench: {self.name}: manage.py {args[0]} failed:\n{done.stdout}{done.stderr}"
+            )
+        return done.stdout
+
+    def make(self, *args: str) -> list[str]:
+        return ["make", "-s", "-C", str(self.root), *args, *self.make_args]
+
+    def start(self, provider: str) -> None:
+        """A fresh database with a user, a token and a key; ``make serve``; one checked call."""
+        print(f"bench: {self.name}: migrating a fresh database, adding a user, a token and a key")
+        self.manage("migrate", "--noinput")
+        setup = SETUP_CODE.format(provider=provider, secret=KEYS[provider])
+        self.token = self.manage("shell", "-c", setup).split("TOKEN=")[1].split()[0]
+        self.serve_command = self._serve_command()
+        print(f"bench: {self.name}: starting `{self.serve_command}`", flush=True)
+        with open(self.log_path, "w") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                self.make("serve"),
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(f"{self.url}/api/llm/health/", self.process, self.log_path)
+        # One call first: the key reaches the server, and a broken set-up fails loudly.
+        url, headers, body = self.generate
+        first = http_json("POST", url, body, headers, timeout=30)
+        if first.get("provider") != provider:
+            raise SystemExit(f"bench: {self.name}: unexpected first answer: {first!r}")
+
+    @property
+    def generate(self) -> tuple[str, dict[str, str], dict]:
+        """(url, headers, body) of the measured request: ``POST generate/``."""
+        return (
+            f"{self.url}/api/llm/generate/",
+            {"Authorization": f"Token {self.token}"},
+            {"prompt": PROMPT},
+        )
+
+    def _serve_command(self) -> str:
+        """The gunicorn command line ``make serve`` runs with this environment (``make -n``)."""
+        done = subprocess.run(
+            self.make("-n", "serve"), env=self.env, capture_output=True, text=True
+        )
+        for line in done.stdout.replace("\\\n", " ").splitlines():
+            if "gunicorn" in line and "alwrity.wsgi" in line:
+                line = " ".join(line.split())
+                command = line.strip().removeprefix("exec ")
+                return command.replace(str(self.root) + "/", "").replace(str(ROOT) + "/", "")
+        return "make serve"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
 
 
 # --- The upstream request the gateway makes -------------------------------------------------------
@@ -663,68 +741,61 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-floor", action="store_true", help="skip GET health/ rows")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
     parser.add_argument("--command", default="make bench", help="how this run was started")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also serve this git revision (its own checkout, venv and database) and compare",
+    )
+    args = parser.parse_args(argv)
+    if args.baseline and args.database_url:
+        parser.error("--baseline gives each server its own SQLite file: no --database-url")
+    return args
+
+
+@contextlib.contextmanager
+def bench_run() -> Iterator[tuple[Path, subprocess.Popen, str, dict[str, str]]]:
+    """A working directory and the fake upstream: (workdir, fake process, its URL, base URLs)."""
+    with tempfile.TemporaryDirectory(prefix="alwrity-bench-") as tmp:
+        workdir = Path(tmp)
+        with open(workdir / "fake.log", "w") as fake_log:
+            fake, fake_url, base = start_fake(0, fake_log)
+        try:
+            yield workdir, fake, fake_url, base
+        finally:
+            stop(fake)
+
+
+def current_gateway(workdir: Path, base: dict[str, str], database_url: str = "") -> Gateway:
+    """This working tree, served by ``make serve`` with the project's ``.venv``."""
+    database_url = database_url or f"sqlite:///{workdir / 'current.sqlite3'}"
+    env = server_env(free_port(), base, database_url)
+    return Gateway("current", ROOT, Path(sys.executable), env, workdir / "current.log")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.baseline:
+        return run_comparison(args)
     info = machine()
     rows: list[dict] = []
     floor: list[dict] = []  # GET health/ per concurrency: what the server costs doing nothing
-    with tempfile.TemporaryDirectory(prefix="alwrity-bench-") as tmp:
-        workdir = Path(tmp)
-        fake_log = open(workdir / "fake.log", "w")  # noqa: SIM115 (closed below)
-        server_log_path = workdir / "server.log"
-        server_log = open(server_log_path, "w")  # noqa: SIM115
-        fake = server = None
+    with bench_run() as (workdir, fake, fake_url, base):
+        gateway = current_gateway(workdir, base, args.database_url)
         try:
-            fake, fake_url, base = start_fake(args.delays[0], fake_log)
-            port = free_port()
-            env = server_env(args, port, base, workdir)
-            print("bench: migrating a fresh database, adding a user, a token and a key", flush=True)
-            manage(env, "migrate", "--noinput")
-            token = (
-                manage(
-                    env,
-                    "shell",
-                    "-c",
-                    SETUP_CODE.format(provider=args.provider, secret=KEYS[args.provider]),
-                )
-                .split("TOKEN=")[1]
-                .split()[0]
-            )
-            info["serve_command"] = serve_command(env)
-            print(f"bench: starting `{info['serve_command']}`", flush=True)
-            server = subprocess.Popen(
-                ["make", "-s", "serve"],
-                cwd=ROOT,
-                env=env,
-                stdout=server_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            gateway_url = f"http://{HOST}:{port}"
-            wait_for(f"{gateway_url}/api/llm/health/", server, server_log_path)
+            gateway.start(args.provider)
             upstream_url, upstream_headers, upstream_body = upstream_request(args.provider, base)
-            gateway = (
-                f"{gateway_url}/api/llm/generate/",
-                {"Authorization": f"Token {token}"},
-                {"prompt": PROMPT},
-            )
-            # One call first: the key reaches the server, and a broken set-up fails loudly.
-            first = http_json("POST", gateway[0], gateway[2], gateway[1], timeout=30)
-            if first.get("provider") != args.provider:
-                raise SystemExit(f"bench: unexpected first answer: {first!r}")
             info.update(
                 command=args.command,
                 provider=args.provider,
                 upstream_path=upstream_url.removeprefix(fake_url),
                 database=database_description(args),
+                serve_command=gateway.serve_command,
             )
+            server = gateway.process
             for delay in args.delays:
                 http_json("POST", f"{fake_url}/_fake/config", {"delay_ms": delay})
                 for concurrency in args.concurrency:
                     row = {"delay": delay, "concurrency": concurrency}
-                    targets = [("gateway", *gateway)]
+                    targets = [("gateway", *gateway.generate)]
                     if not args.gateway_only:
                         targets.append(("direct", upstream_url, upstream_headers, upstream_body))
                     else:
@@ -737,33 +808,202 @@ def run(args: argparse.Namespace) -> int:
                     rows.append(row)
             if not args.no_floor:
                 for concurrency in args.concurrency:
+                    health = f"{gateway.url}/api/llm/health/"
                     cell = measure_quietly(
-                        args,
-                        server,
-                        fake,
-                        "floor",
-                        f"{gateway_url}/api/llm/health/",
-                        {},
-                        None,
-                        concurrency,
+                        args, server, fake, "floor", health, {}, None, concurrency
                     )
                     print(f"bench: {describe(0, concurrency, 'floor', cell)}", flush=True)
                     floor.append({"concurrency": concurrency, "floor": cell})
         finally:
-            for process in (server, fake):
-                if process is not None:
-                    stop(process)
-            fake_log.close()
-            server_log.close()
-    text = report(args, rows, floor, info)
+            gateway.stop()
     print()
     print("\n".join(table(rows)))
     print("\n".join(floor_table(floor)))
     print("\n".join(verdicts(rows, floor)))
     if not args.no_write:
-        RESULTS.write_text(text)
-        print(f"bench: wrote {RESULTS.relative_to(ROOT)}")
+        write_results(report(args, rows, floor, info), COMPARISON_HEADING, keep="after")
     return 0
+
+
+# --- Comparing with another revision (make bench BASELINE=<rev>) ----------------------------------
+
+COMPARISON_HEADING = "## Comparison"
+# The issue's bound for a comparison: no cell more than this much worse in requests/s or p50.
+WORSE_LIMIT = 0.15
+
+
+def run_comparison(args: argparse.Namespace) -> int:
+    """Serve the working tree and ``args.baseline`` side by side against one fake upstream and
+    measure them alternately, cell by cell, so drift in the machine's speed hits both alike."""
+    info = machine()
+    rows: list[dict] = []
+    with baseline_checkout(args.baseline) as checkout, bench_run() as (workdir, fake, url, base):
+        current = current_gateway(workdir, base)
+        env = server_env(free_port(), base, f"sqlite:///{workdir / 'baseline.sqlite3'}")
+        baseline = Gateway(
+            "baseline",
+            checkout.root,
+            checkout.python,
+            env,
+            workdir / "baseline.log",
+            checkout.make_args,
+        )
+        gateways = {"baseline": baseline, "current": current}
+        try:
+            for gateway in gateways.values():
+                gateway.start(args.provider)
+            info.update(
+                command=args.command,
+                provider=args.provider,
+                current=describe_working_tree(),
+                baseline=f"{checkout.rev} ({checkout.short}, “{shorten(checkout.subject, 80)}”)",
+                current_serve=current.serve_command,
+                baseline_serve=baseline.serve_command,
+            )
+            cells = [
+                ("generate/", delay, concurrency)
+                for delay in args.delays
+                for concurrency in args.concurrency
+            ]
+            if not args.no_floor:
+                cells += [("health/", 0, concurrency) for concurrency in args.concurrency]
+            for index, (target, delay, concurrency) in enumerate(cells):
+                http_json("POST", f"{url}/_fake/config", {"delay_ms": delay})
+                order = ("baseline", "current") if index % 2 == 0 else ("current", "baseline")
+                row = {"target": target, "delay": delay, "concurrency": concurrency}
+                for name in order:
+                    gateway = gateways[name]
+                    request = (
+                        gateway.generate
+                        if target == "generate/"
+                        else (f"{gateway.url}/api/llm/health/", {}, None)
+                    )
+                    row[name] = measure_quietly(
+                        args, gateway.process, fake, target, *request, concurrency
+                    )
+                    label = f"{target} {name}"
+                    print(f"bench: {describe(delay, concurrency, label, row[name])}", flush=True)
+                rows.append(row)
+        finally:
+            for gateway in gateways.values():
+                gateway.stop()
+    text = comparison_report(args, rows, info)
+    print()
+    print("\n".join(comparison_table(rows)))
+    print("\n".join(comparison_verdict(rows)))
+    if not args.no_write:
+        write_results(text, COMPARISON_HEADING, keep="before")
+    return 0
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def ratio(current: float | None, baseline: float | None) -> float | None:
+    return None if current is None or not baseline else current / baseline
+
+
+def cpu_per_request(cell: Cell) -> float | None:
+    if cell.server_cpu is None or not cell.requests:
+        return None
+    return cell.server_cpu / cell.requests * 1000
+
+
+def comparison_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| target | delay ms | conc. | req/s base → current | req/s ratio "
+        "| p50 ms base → current | p50 ratio | p99 ms base → current | p99 ratio "
+        "| errors base / current | server CPU ms/req base → current |",
+        "|---|" + "---:|" * 10,
+    ]
+    for row in rows:
+        b, c = row["baseline"], row["current"]
+        lines.append(
+            f"| {row['target']} | {row['delay']} | {row['concurrency']} "
+            f"| {b.rps:.1f} → {c.rps:.1f} | {fmt(ratio(c.rps, b.rps), 2)} "
+            f"| {fmt(b.pct(50))} → {fmt(c.pct(50))} | {fmt(ratio(c.pct(50), b.pct(50)), 2)} "
+            f"| {fmt(b.pct(99))} → {fmt(c.pct(99))} | {fmt(ratio(c.pct(99), b.pct(99)), 2)} "
+            f"| {b.errors} / {c.errors} "
+            f"| {fmt(cpu_per_request(b), 2)} → {fmt(cpu_per_request(c), 2)} |"
+        )
+    return lines
+
+
+def comparison_verdict(rows: list[dict]) -> list[str]:
+    """The cells where the working tree is more than WORSE_LIMIT worse (req/s or p50)."""
+    worse = []
+    for row in rows:
+        b, c = row["baseline"], row["current"]
+        rps, p50 = ratio(c.rps, b.rps), ratio(c.pct(50), b.pct(50))
+        reasons = []
+        if rps is not None and rps < 1 - WORSE_LIMIT:
+            reasons.append(f"req/s x{rps:.2f}")
+        if p50 is not None and p50 > 1 + WORSE_LIMIT:
+            reasons.append(f"p50 x{p50:.2f}")
+        if c.errors > b.errors:
+            reasons.append(f"{c.errors} errors (baseline {b.errors})")
+        if reasons:
+            where = f"{row['target']} delay {row['delay']} ms, concurrency {row['concurrency']}"
+            worse.append(f"  - {where}: {', '.join(reasons)}")
+    limit = f"{WORSE_LIMIT:.0%}"
+    if not worse:
+        return [f"- No cell more than {limit} worse than the baseline in req/s or p50: **met**."]
+    return [f"- Cells more than {limit} worse than the baseline (req/s or p50): **MISSED**", *worse]
+
+
+def comparison_report(args, rows: list[dict], info: dict[str, str]) -> str:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    most = max(
+        (r[n].others_cpu / r[n].seconds for r in rows for n in ("baseline", "current")), default=0
+    )
+    return "\n".join(
+        [
+            COMPARISON_HEADING,
+            "",
+            f"Made by `{info['command']}` on {when}: the working tree ({info['current']}) "
+            f"against {info['baseline']}. Written by `bench/run.py`; do not edit by hand.",
+            "",
+            *comparison_table(rows),
+            "",
+            *comparison_verdict(rows),
+            "",
+            "Ratios are current / baseline: above 1 is better for req/s, below 1 is better "
+            "for p50 and p99. generate/: `POST /api/llm/generate/` (Token auth, "
+            f"{info['provider']} against the fake upstream); health/: `GET /api/llm/health/`, "
+            "the server's floor.",
+            "",
+            "How: both servers run at once, each from its own checkout with its own "
+            "virtualenv (the baseline's made by its own `make venv` from its own "
+            "requirements.txt), its own fresh SQLite database and its own port, started by "
+            "its own `make serve`; one fake upstream (this tree's) serves both. Each cell is "
+            "measured on one server and then the other, the order alternating from cell to "
+            f"cell; per server and cell {args.warmup:g} s warm-up, then {args.duration:g} s "
+            "measured, with the same load client, retries on a busy machine and throttle "
+            "rates as the figures above.",
+            "",
+            f"- Machine: {info['cpu']}; {info['memory']} memory; {info['os']}; {info['python']}.",
+            f"- Current: `{info['current_serve']}`.",
+            f"- Baseline: `{info['baseline_serve']}`.",
+            f"- Other processes used up to {most:.2f} cores during the measured windows.",
+            "",
+        ]
+    )
+
+
+def write_results(section: str, heading: str, *, keep: str) -> None:
+    """Write ``section`` into RESULTS.md, keeping the part of the file ``keep`` ("before" or
+    "after") ``heading``: a plain run rewrites the figures and keeps the last comparison, a
+    comparison rewrites its own section and keeps the figures."""
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    before, found, after = old.partition(f"\n{heading}\n")
+    if keep == "before":
+        head = before.rstrip("\n") if found or old else "# Benchmark results"
+        text = f"{head}\n\n{section}"
+    else:
+        text = section.rstrip("\n") + "\n" + (f"\n{heading}\n{after}" if found else "")
+    RESULTS.write_text(text)
+    print(f"bench: wrote {RESULTS.relative_to(ROOT)}")
 
 
 def measure(args, server, fake, name, url, headers, body, concurrency) -> Cell:
