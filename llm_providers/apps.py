@@ -9,9 +9,9 @@ class LLMProvidersConfig(AppConfig):
     def ready(self) -> None:
         # Registers the system checks (encryption key in production, GPT_PROVIDER value).
         from . import (
+            cache_version,
             checks,  # noqa: F401
-            freshness,
         )
 
-        # The rows the hot path caches per process (keys, API tokens, users, budgets).
-        freshness.watch_models()
+        # The rows processes keep in memory are versioned in the shared cache.
+        cache_version.watch_models()

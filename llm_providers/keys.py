@@ -1,8 +1,9 @@
 """Key resolution: the provider's active key in the database, else its environment variable.
 
 Every call resolves the keys, so each process keeps the answer (decrypted) for at most
-``LLM_KEY_CACHE_SECONDS``; a key saved or deleted through the models takes effect at once in
-every process of the machine (``freshness``), other changes within that time.
+``LLM_KEY_CACHE_SECONDS``, and only while ``cache_version`` is the one it read with them: a key
+saved or deleted through the models takes effect at the next call in every process sharing the
+cache, other changes within that time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.core.signals import setting_changed
 from django.db import connection
 from django.utils import timezone
 
-from . import freshness
+from . import cache_version
 from .conf import DEFAULTS, llm_settings
 from .models import APIKey, mask_secret
 from .registry import PROVIDER_CLASSES, provider_class
@@ -51,30 +52,37 @@ def stored_key(row: APIKey) -> ResolvedKey:
     )
 
 
-_cached: tuple[dict[str, ResolvedKey], float, tuple] | None = None  # (keys, when, stamp)
+# (keys, when read, cache version read before them)
+_cached: tuple[dict[str, ResolvedKey], float, int] | None = None
 
 
 def resolve_keys() -> dict[str, ResolvedKey]:
-    """Every provider's key: {provider name: ResolvedKey}. At most one query, none while this
-    process's cached answer is fresh (see the module docstring)."""
+    """Every provider's key: {provider name: ResolvedKey}. One read of the cache's version, and
+    one query unless this process's copy is fresh (see the module docstring)."""
     global _cached
     ttl = float(llm_settings.LLM_KEY_CACHE_SECONDS)
-    stamp = freshness.current()
+    if ttl <= 0:
+        return _read_keys()
     cached = _cached
-    if cached is not None and cached[2] == stamp and time.monotonic() - cached[1] < ttl:
+    version = cache_version.current()
+    if (
+        cached is not None
+        and version is not None
+        and cached[2] == version
+        and time.monotonic() - cached[1] < ttl
+    ):
         return dict(cached[0])
     keys = _read_keys()
     # Inside a transaction the rows read may still be rolled back: not kept.
-    if ttl > 0 and not connection.in_atomic_block:
-        _cached = (keys, time.monotonic(), stamp)
+    if version is not None and not connection.in_atomic_block:
+        _cached = (keys, time.monotonic(), version)
     return dict(keys)
 
 
 def invalidate_keys(**kwargs) -> None:
-    """Forget the cached keys of this process."""
+    """Forget this process's copy of the keys."""
     global _cached
     _cached = None
-    freshness.invalidate_all()
 
 
 def _setting_changed(*, setting: str, **kwargs) -> None:

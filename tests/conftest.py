@@ -8,6 +8,8 @@ fails as a connection error, so no test reaches the network.
 
 import pytest
 import responses
+from django.core.cache import cache
+from django.test.utils import override_settings
 
 from llm_providers import keys
 from llm_providers.accounting import prices
@@ -67,6 +69,25 @@ def llm_config(settings):
     settings.LLM_DEFAULT_MONTHLY_COST_LIMIT = None
     settings.LLM_DEFAULT_MONTHLY_CALL_LIMIT = None
     return settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory):
+    """The default cache as the project configures it without REDIS_URL (files shared by the
+    processes of a machine), in a directory of this test session: a subprocess given
+    ``CACHE_DIR`` shares it, and nothing reaches the project's own ``var/cache``."""
+    location = tmp_path_factory.mktemp("cache")
+    backend = "django.core.cache.backends.filebased.FileBasedCache"
+    with override_settings(CACHES={"default": {"BACKEND": backend, "LOCATION": str(location)}}):
+        yield location
+
+
+@pytest.fixture(autouse=True)
+def cleared_cache(cache_dir):
+    """Each test starts with an empty cache: no throttle history or version of another test."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

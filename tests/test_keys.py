@@ -1,6 +1,7 @@
 """Stored keys: masks, one active key per provider, and resolution (database > environment)."""
 
 import pytest
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 
 from llm_providers.exceptions import KeyDecryptionError
@@ -157,6 +158,38 @@ def test_resolve_keys_merges_database_and_environment(use_keys, django_assert_nu
     assert (keys["gemini"].secret, keys["gemini"].key_id) == (DB_KEYS["gemini"], gemini_row.pk)
     assert keys["openrouter"].secret == FAKE_KEYS["openrouter"]
     assert keys["openrouter"].source == "the environment variable OPENROUTER_API_KEY"
+
+
+# --- the process's copy ---------------------------------------------------------------------------
+
+
+def _added_without_signals(provider: str) -> None:
+    """A key saved as another process (or raw SQL) would: no signal reaches this process."""
+    key = APIKey(provider=provider)
+    key.set_secret(DB_KEYS[provider])
+    APIKey.objects.bulk_create([key])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_copy_is_read_once_while_the_version_stands(settings, django_assert_num_queries):
+    settings.LLM_KEY_CACHE_SECONDS = 3600
+    with django_assert_num_queries(1):
+        assert resolve_keys() == {}
+        assert resolve_keys() == {}
+    _added_without_signals("gemini")
+    assert resolve_keys() == {}  # the version has not moved
+
+    cache.clear()  # evicted: the version starts again from a value no copy holds
+    assert list(resolve_keys()) == ["gemini"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_copy_is_kept_with_a_cache_that_keeps_nothing(settings, django_assert_num_queries):
+    settings.LLM_KEY_CACHE_SECONDS = 3600
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    with django_assert_num_queries(2):
+        resolve_keys()
+        resolve_keys()
 
 
 @pytest.mark.django_db

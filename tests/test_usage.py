@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count, Q, Sum
 
-from llm_providers.accounting import db, ledger
+from llm_providers.accounting import budgets, ledger
 from llm_providers.accounting.money import ZERO
 from llm_providers.exceptions import AllProvidersFailed, InvalidStructuredOutput
 from llm_providers.main_text_generation import llm_generate, llm_stream, llm_text_gen
@@ -18,6 +18,7 @@ from llm_providers.models import (
     CostSource,
     LedgerEntry,
     ModelPrice,
+    UsageBudget,
     UsageSummary,
     billing_period,
 )
@@ -222,87 +223,47 @@ def test_recording_failure_is_raised_in_strict_mode_and_logged(monkeypatch, capl
     assert entries[0].cost == Decimal("0.0000053")  # priced even though it was not saved
 
 
-# --- Writing the ledger --------------------------------------------------------------------------
+# --- Writing the ledger and the summary ---------------------------------------------------------
 
 
-def _ledger_entry(request_id, user_id=None, **values):
-    return LedgerEntry(
-        request_id=request_id,
-        user_id=user_id,
-        provider="openrouter",
-        model="vendor/modèle",
-        cost_source=CostSource.PROVIDER,
-        status="error",
-        period="2026-03",
-        created_at=datetime(2026, 3, 31, 23, 59, 59, 123456, tzinfo=UTC),
-        **values,
+def _gemini_attempt(tokens=(1, 2, 3)):
+    return Attempt(
+        provider="gemini",
+        model="gemini-2.5-flash",
+        is_fallback=False,
+        completion=Completion("t", "gemini", "gemini-2.5-flash", Usage(*tokens)),
+        requests=1,
     )
 
 
-def _raw_rows(pks):
-    """The stored columns of these ledger rows but the id and request id, as the database
-    holds them (no field conversion), in the order of ``pks``."""
-    quote = connection.ops.quote_name
-    fields = [f for f in LedgerEntry._meta.concrete_fields if f.name not in ("id", "request_id")]
-    columns = ", ".join(quote(f.column) for f in fields)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {quote('id')}, {columns} FROM {quote(LedgerEntry._meta.db_table)} "
-            f"WHERE {quote('id')} IN ({', '.join(['%s'] * len(pks))})",
-            pks,
-        )
-        found = {row[0]: row[1:] for row in cursor.fetchall()}
-    return [found[pk] for pk in pks]
+@pytest.mark.django_db
+def test_recorded_rows_come_back_saved_with_their_ids():
+    entries = ledger.record_call("req", None, [_gemini_attempt(), _gemini_attempt((4, 5, 9))])
+    assert [e.pk for e in entries] == list(
+        LedgerEntry.objects.filter(request_id="req").order_by("pk").values_list("pk", flat=True)
+    )
+    assert [e.total_tokens for e in entries] == [3, 9]
 
 
 @pytest.mark.django_db
-def test_ledger_rows_are_inserted_exactly_as_the_orm_inserts_them(django_user_model):
-    """``db.insert`` (the recorder's INSERT, built once) stores every column as ``bulk_create``
-    does, defaults included, and gives the objects their ids."""
-    user = django_user_model.objects.create_user("writer")
-    full = {
-        "user_id": user.pk,
-        "prompt_tokens": 7,
-        "completion_tokens": 11,
-        "total_tokens": 18,
-        "cost": Decimal("0.000000123457"),
-        "latency_ms": 1234,
-        "error_code": "rate_limited",
-        "error_message": "trop de requêtes ✓",
-        "retries": 3,
-        "is_fallback": True,
-    }
-    ours = [_ledger_entry("a1", **full), _ledger_entry("a2")]  # the second: defaults, no user
-    orms = [_ledger_entry("b1", **full), _ledger_entry("b2")]
-    db.insert(ours)
-    LedgerEntry.objects.bulk_create(orms)
+def test_every_summary_update_moves_updated_at(django_user_model):
+    """Summaries change only by ``F()`` updates, which bypass ``auto_now``: recording a call,
+    reserving a budget and an admin's correction each set the time themselves."""
+    user = django_user_model.objects.create_user("timed")
+    UsageBudget.objects.create(user=user, monthly_call_limit=10)
+    ledger.record_call("first", user.pk, [_gemini_attempt()])
+    summary = UsageSummary.objects.filter(user=user)
+    long_ago = datetime(2001, 1, 1, tzinfo=UTC)
 
-    assert _raw_rows([e.pk for e in ours]) == _raw_rows([e.pk for e in orms])
-    stored = dict(LedgerEntry.objects.values_list("request_id", "pk"))
-    assert [(e.pk, e._state.adding, e._state.db) for e in ours] == [
-        (stored["a1"], False, "default"),
-        (stored["a2"], False, "default"),
-    ]
-    assert LedgerEntry.objects.get(pk=ours[0].pk).cost == Decimal("0.000000123457")
+    def moves(change):
+        summary.update(updated_at=long_ago)
+        change()
+        return summary.get().updated_at > long_ago
 
-
-@pytest.mark.django_db
-def test_many_ledger_rows_are_inserted_in_batches_with_their_ids():
-    # More rows than one statement takes on SQLite (999 parameters, 17 a row).
-    entries = [_ledger_entry(f"r{i}", total_tokens=i) for i in range(150)]
-    db.insert(entries)
-    assert dict(LedgerEntry.objects.values_list("pk", "request_id")) == {
-        e.pk: e.request_id for e in entries
-    }
-    assert LedgerEntry.objects.get(request_id="r149").total_tokens == 149
-
-
-@pytest.mark.django_db
-def test_ledger_rows_are_inserted_by_bulk_create_without_insert_returning(monkeypatch):
-    features = type(connection.features)
-    monkeypatch.setattr(features, "can_return_rows_from_bulk_insert", False)
-    db.insert([_ledger_entry("old-database")])
-    assert LedgerEntry.objects.filter(request_id="old-database").count() == 1
+    assert moves(lambda: ledger.record_call("again", user.pk, [_gemini_attempt()]))
+    assert moves(lambda: budgets.reserve(user.pk, Decimal("0.01")))
+    summary_id = summary.get().pk
+    assert moves(lambda: ledger.adjust_summary(summary_id, {"gemini_calls": 1}, reason="test"))
 
 
 # --- Concurrency -----------------------------------------------------------------------------

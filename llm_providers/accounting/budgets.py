@@ -10,18 +10,17 @@ call is recorded, the reservation is released in the same transaction that adds 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import connections
-from django.db import router as db_router
+from django.db.models import F, Q, Value
+from django.db.models.lookups import LessThanOrEqual
+from django.utils import timezone
 
 from ..conf import llm_settings
 from ..exceptions import BudgetExceeded
-from .db import write_transaction
 from .models import UsageBudget, UsageSummary, billing_period
-from .money import ZERO, money_str, to_money
+from .money import MONEY, ZERO, money_str, to_money
 
 
 @dataclass(frozen=True)
@@ -108,67 +107,36 @@ def reserve(user_id: int | None, estimate: Decimal, *, user=None) -> Reservation
     assert user_id is not None
     period = billing_period()
     estimate = to_money(max(estimate, ZERO))
-    with write_transaction():
-        updated = _reserve_on_row(user_id, period, limits, estimate)
+    # One statement, atomic on its own: no transaction around it. Creating a missing row and
+    # retrying is safe without one too, as the retry is the same conditional UPDATE.
+    updated = _reserve_update(user_id, period, limits, estimate)
+    if not updated:  # over a limit, or no row yet (the month's first call): create it, retry
+        summary_row(user_id, period)
+        updated = _reserve_update(user_id, period, limits, estimate)
     if updated:
         return Reservation(user_id=user_id, period=period, cost=estimate)
     raise _exceeded(user_id, period, limits, estimate)
 
 
-def _reserve_on_row(user_id: int, period: str, limits: Limits, estimate: Decimal) -> int:
-    """Reserve on the (user, period) summary row, created if missing; 0 when over a limit."""
-    updated = _reserve_update(user_id, period, limits, estimate)
-    if not updated:  # over a limit, or no row yet (the month's first call): create it, retry
-        summary_row(user_id, period)
-        updated = _reserve_update(user_id, period, limits, estimate)
-    return updated
-
-
 def _reserve_update(user_id: int, period: str, limits: Limits, estimate: Decimal) -> int:
-    """The reservation's conditional ``UPDATE``: ``update(reserved_cost=F("reserved_cost") +
-    estimate, reserved_calls=F("reserved_calls") + 1)`` of the row, if its totals and
-    reservations leave room for the estimate and one call. Written out, and built once per kind
-    of limits: the ORM would take more CPU to compile it on every call than the database takes
-    to run it."""
-    using = db_router.db_for_write(UsageSummary)
-    connection = connections[using]
-    money = UsageSummary._meta.get_field("reserved_cost")
-    amount = money.get_db_prep_value(estimate, connection)
-    params = [amount, user_id, period]
+    """Add the estimate and one call to the row's reservations if its totals and reservations
+    leave room for them: ``UPDATE … WHERE total + reserved + estimate <= limit``, the condition
+    on the row's own columns, so the database checks it on the row it updates (the one it has
+    locked), not on a value read before."""
+    amount = Value(estimate, output_field=MONEY)
+    room = Q(user_id=user_id, period=period)
     if limits.cost is not None:
-        params += [money.get_db_prep_value(to_money(limits.cost), connection), amount]
+        room &= LessThanOrEqual(
+            F("total_cost") + F("reserved_cost") + amount,
+            Value(to_money(limits.cost), output_field=MONEY),
+        )
     if limits.calls is not None:
-        params.append(limits.calls - 1)
-    sql = _reserve_sql(using, limits.cost is not None, limits.calls is not None)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
-
-
-@functools.lru_cache(maxsize=16)
-def _reserve_sql(using: str, cost_limited: bool, calls_limited: bool) -> str:
-    """``_reserve_update``'s statement; its parameters: the estimate, the user, the period, then
-    the cost limit and the estimate (``cost_limited``), the call limit less one (``calls_limited``).
-    """
-    meta = UsageSummary._meta
-    quote = connections[using].ops.quote_name
-
-    def column(name: str) -> str:
-        return quote(meta.get_field(name).column)
-
-    reserved_cost, reserved_calls = column("reserved_cost"), column("reserved_calls")
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {reserved_cost} = {reserved_cost} + %s, "
-        f"{reserved_calls} = {reserved_calls} + 1 "
-        f"WHERE {column('user')} = %s AND {column('period')} = %s"
+        room &= LessThanOrEqual(F("total_calls") + F("reserved_calls") + 1, limits.calls)
+    return UsageSummary.objects.filter(room).update(
+        reserved_cost=F("reserved_cost") + amount,
+        reserved_calls=F("reserved_calls") + 1,
+        updated_at=timezone.now(),  # update() bypasses auto_now
     )
-    # total + reserved + estimate <= limit, written with the row's columns so the condition is
-    # evaluated on the row being updated, not on a snapshot of it.
-    if cost_limited:
-        sql += f" AND {column('total_cost')} <= %s - {reserved_cost} - %s"
-    if calls_limited:
-        sql += f" AND {column('total_calls')} <= %s - {reserved_calls}"
-    return sql
 
 
 def _exceeded(user_id: int, period: str, limits: Limits, estimate: Decimal) -> BudgetExceeded:
@@ -187,7 +155,7 @@ def _exceeded(user_id: int, period: str, limits: Limits, estimate: Decimal) -> B
 
 def release_deltas(reservation: Reservation) -> dict[str, int | Decimal]:
     """What releasing ``reservation`` adds to its summary row: {column: amount} (negative), for
-    ``usage.add_to_summary`` — in the recording UPDATE itself when both are in one period."""
+    ``ledger.add_to_summary`` — in the recording UPDATE itself when both are in one period."""
     return {"reserved_cost": -reservation.cost, "reserved_calls": -reservation.calls}
 
 

@@ -1,5 +1,5 @@
 """Recording usage: every provider attempt becomes a ledger row, and its user's summary is
-updated in the same transaction, by ``column = column + delta`` in the database.
+updated in the same transaction, by ``F(column) + delta`` in the database.
 
 ``record_call`` is the one function every path ends in (``llm_text_gen``, the provider
 functions, streams — finished, failed or abandoned). Under any concurrency each summary equals
@@ -9,22 +9,20 @@ re-written: the database adds the deltas itself.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import connections, transaction
 from django.db import router as db_router
+from django.db import transaction
 from django.db.models import F, Q, Value
+from django.utils import timezone
 
 from ..conf import llm_settings
 from ..results import Attempt
 from . import budgets
 from .budgets import Reservation
-from .db import GroupCommit, insert
 from .models import (
     PROVIDER_NAMES,
     CallStatus,
@@ -33,7 +31,7 @@ from .models import (
     UsageSummary,
     billing_period,
 )
-from .money import ZERO, MoneyField, money_str, to_money
+from .money import MONEY, ZERO, money_str, to_money
 from .prices import cost_of
 
 logger = logging.getLogger(__name__)
@@ -98,50 +96,18 @@ def summary_deltas(entries: Sequence[LedgerEntry]) -> dict[str, int | Decimal]:
 
 
 def add_to_summary(user_id: int | None, period: str, deltas: Mapping[str, int | Decimal]) -> int:
-    """Add ``deltas`` ({column: amount}) to the (user, period) summary row in one ``UPDATE``;
-    return the number of rows updated (0 when the row does not exist yet).
-
-    The statement is ``update(column=F(column) + amount, ...)`` written out, and built once per
-    set of columns: the database adds the amounts itself, as with ``F()``, but the ORM takes
-    about a millisecond of CPU to compile that update, more than the database takes to run it,
-    and it runs on every call.
-    """
-    using = db_router.db_for_write(UsageSummary)
-    connection = connections[using]
-    sql, fields = _summary_update(using, tuple(deltas), user_id is None)
-    params = [
-        field.get_db_prep_value(amount, connection)
-        for field, amount in zip(fields, deltas.values(), strict=True)
-    ]
-    params += [period] if user_id is None else [user_id, period]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    """Add ``deltas`` ({column: amount}) to the (user, period) summary row with one ``F()``
+    update; return the number of rows updated (0 when the row does not exist yet)."""
+    updates = {column: F(column) + _amount(column, amount) for column, amount in deltas.items()}
+    # update() bypasses save(), so auto_now does not apply: the time is set here.
+    return UsageSummary.objects.filter(user_id=user_id, period=period).update(
+        **updates, updated_at=timezone.now()
+    )
 
 
-@functools.lru_cache(maxsize=256)
-def _summary_update(using: str, columns: tuple[str, ...], system: bool) -> tuple[str, list]:
-    """``add_to_summary``'s statement for these columns (and their fields): the amounts, then
-    the user (unless ``system``) and the period are its parameters."""
-    quote = connections[using].ops.quote_name
-    meta = UsageSummary._meta
-    fields = [meta.get_field(name) for name in columns]
-    assignments = ", ".join(f"{quote(f.column)} = {quote(f.column)} + %s" for f in fields)
-    user = quote(meta.get_field("user").column)
-    where = f"{user} IS NULL" if system else f"{user} = %s"
-    where += f" AND {quote('period')} = %s"
-    return f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {where}", fields
-
-
-@dataclass
-class _Record:
-    """What one call writes: its ledger rows, and what they add to its summary row."""
-
-    user_id: int | None
-    period: str
-    entries: list[LedgerEntry]
-    deltas: dict[str, int | Decimal]  # summary column → amount (the reservation released too)
-    release: Reservation | None  # a reservation made in another period, released on its row
+def _amount(column: str, amount: int | Decimal) -> int | Value:
+    """``amount`` as the right operand of ``F(column) + …`` (money in its stored unit)."""
+    return Value(amount, output_field=MONEY) if column.endswith("_cost") else amount
 
 
 def record_call(
@@ -152,9 +118,8 @@ def record_call(
 ) -> list[LedgerEntry]:
     """Write the attempts' ledger rows and add them to the user's summary, in one transaction.
 
-    Releases the budget ``reservation`` in the same ``UPDATE``. Returns the saved rows once
-    they are committed. Concurrent calls of one process may share the transaction (see
-    ``db.GroupCommit``): each summary row is then updated once with the sum of their rows.
+    Releases the budget ``reservation`` in the same ``UPDATE`` (or, when it was made in an
+    earlier period, on that period's row in the same transaction). Returns the saved rows.
     """
     entries = ledger_entries(request_id, user_id, attempts)
     period = billing_period()
@@ -165,40 +130,17 @@ def record_call(
     if reservation is not None and reservation.period == period:
         deltas |= budgets.release_deltas(reservation)
         release = None
-    if entries or deltas or release:
-        _recorder.submit(
-            _Record(user_id, period, entries, deltas, release),
-            using=db_router.db_for_write(LedgerEntry),
-        )
-    return entries
-
-
-def _write_records(records: Sequence[_Record]) -> None:
-    """Write ``records`` (inside the caller's transaction): one summary ``UPDATE`` per (user,
-    period), then all the ledger rows in one ``INSERT`` (more where SQLite's limit of
-    parameters requires it; see ``db.insert``)."""
-    totals: dict[tuple[int | None, str], dict[str, int | Decimal]] = {}
-    for record in records:
-        row = totals.setdefault((record.user_id, record.period), {})
-        for column, amount in record.deltas.items():
-            row[column] = row.get(column, 0) + amount
-    for (user_id, period), deltas in totals.items():
-        deltas = {column: amount for column, amount in deltas.items() if amount}
-        # UPDATE first: on SQLite it takes the write lock before anything is read.
+    if not (entries or deltas or release):
+        return entries
+    with transaction.atomic(using=db_router.db_for_write(LedgerEntry)):
+        # The UPDATE first: on PostgreSQL it takes the row lock before anything else is done.
         if deltas and not add_to_summary(user_id, period, deltas):
-            budgets.summary_row(user_id, period)
+            budgets.summary_row(user_id, period)  # the period's first call: create, retry
             add_to_summary(user_id, period, deltas)
-    for record in records:
-        release = record.release
         if release is not None:  # reserved last month, recorded this month: on last month's row
             add_to_summary(release.user_id, release.period, budgets.release_deltas(release))
-    entries = [entry for record in records for entry in record.entries]
-    for entry in entries:
-        entry.pk = None  # written again after a failed shared transaction: new ids
-    insert(entries, using=db_router.db_for_write(LedgerEntry))
-
-
-_recorder = GroupCommit(_write_records)
+        LedgerEntry.objects.bulk_create(entries)
+    return entries
 
 
 def record_call_safely(
@@ -268,14 +210,16 @@ def adjust_summary(
     not_below_zero = Q(pk=summary_id)
     for field, delta in deltas.items():
         total = "total_" + field.rpartition("_")[2]
-        amount = Value(delta, output_field=MoneyField()) if field.endswith("_cost") else delta
+        amount = _amount(field, delta)
         updates[field] = F(field) + amount
         updates[total] = updates.get(total, F(total)) + amount
         if delta < 0:
             not_below_zero &= Q(**{f"{field}__gte": -delta})
     with transaction.atomic():
         # UPDATE first (it takes the row's write lock), then read what it left.
-        if not UsageSummary.objects.filter(not_below_zero).update(**updates):
+        if not UsageSummary.objects.filter(not_below_zero).update(
+            **updates, updated_at=timezone.now()
+        ):
             raise ValidationError(
                 "The summary changed meanwhile: this correction would take a column below zero. "
                 "Reload the page and enter the correction again."

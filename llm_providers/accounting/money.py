@@ -58,3 +58,8 @@ class MoneyField(models.BigIntegerField):
         return forms.DecimalField(
             **{"max_digits": 19, "decimal_places": PLACES, "required": not self.blank, **kwargs}
         )
+
+
+# The output field of money amounts in ``F()`` expressions (``F("total_cost") + Value(amount,
+# output_field=MONEY)``), so they are sent in the stored unit. One instance serves them all.
+MONEY = MoneyField()

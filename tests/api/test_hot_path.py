@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
-from llm_providers import freshness, keys, structured
-from llm_providers.accounting import db
-from llm_providers.api import serializers as s
+from llm_providers import cache_version, keys, structured
 from llm_providers.models import APIKey, LedgerEntry, UsageBudget, UsageSummary
-from llm_providers.results import Attempt, Completion, Generation, Usage
 from tests.api.support import API
 from tests.conftest import FAKE_KEYS
 from tests.providers.wire import (
@@ -54,20 +54,23 @@ def statements(queries) -> list[str]:
 
 
 @transactional
-def test_a_generation_makes_two_writes_and_no_reads_once_warm(api, http, use_keys):
+def test_a_warm_generation_reads_only_its_token_and_makes_two_writes(api, http, use_keys):
     use_keys("gemini")
     http.post(GEMINI, body=gemini_response("hi"))
-    assert generate(api).status_code == 200  # fills the caches: token, keys
+    assert generate(api).status_code == 200  # fills the caches: keys, prices
 
     with CaptureQueriesContext(connection) as queries:
         assert generate(api).status_code == 200
 
     sql = statements(queries.captured_queries)
-    # The accounting: one UPDATE of the summary, one INSERT of the ledger row. Nothing else:
-    # the token (with its user and budget) and the keys come from this process's caches.
-    assert len(sql) == 2, sql
-    assert sql[0].startswith("UPDATE") and "usagesummary" in sql[0]
-    assert sql[1].startswith("INSERT") and "ledgerentry" in sql[1]
+    # At most the token (with its user and budget, one SELECT); the keys and prices come from
+    # this process's copies. The accounting: one UPDATE of the summary, one INSERT of the row.
+    reads = [q for q in sql if q.startswith("SELECT")]
+    assert len(reads) <= 1 and all("authtoken_token" in q for q in reads), sql
+    writes = [q for q in sql if not q.startswith("SELECT")]
+    assert len(writes) == 2, sql
+    assert writes[0].startswith("UPDATE") and "usagesummary" in writes[0]
+    assert writes[1].startswith("INSERT") and "ledgerentry" in writes[1]
 
 
 @transactional
@@ -117,7 +120,7 @@ def test_a_key_added_in_the_admin_is_used_by_the_next_call(api, http):
 
 @transactional
 def test_another_process_s_change_is_seen_at_the_next_call(api, http, settings):
-    settings.LLM_KEY_CACHE_SECONDS = 3600  # only the marker can tell
+    settings.LLM_KEY_CACHE_SECONDS = 3600  # only the version can tell
     http.post(OPENROUTER_CHAT, body=or_completion("hi"))
     assert generate(api).status_code == 503
     key = APIKey(provider="openrouter", label="elsewhere")
@@ -125,8 +128,47 @@ def test_another_process_s_change_is_seen_at_the_next_call(api, http, settings):
     # Saved without this process's signals, as by another process ...
     APIKey.objects.bulk_create([key])
     assert generate(api).status_code == 503  # ... so the cached answer still stands,
-    freshness._committed()  # until that process's commit touches the marker file.
+    cache_version.bump()  # until that process's commit bumps the version in the cache.
     assert generate(api).status_code == 200
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _other_process(code: str, cache_dir) -> str:
+    """Run ``code`` in a new process of the project with this test session's cache directory
+    (as another server worker, or ``manage.py``, of this machine); return what it printed."""
+    env = {
+        **os.environ,
+        "ALWRITY_ENV_FILE": "",
+        "DJANGO_SETTINGS_MODULE": "alwrity.settings",
+        "CACHE_DIR": str(cache_dir),
+    }
+    env.pop("REDIS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_processes_of_a_machine_share_one_version(cache_dir):
+    module = "from llm_providers import cache_version; "
+    read = module + "print(cache_version.current())"
+    before = cache_version.current()
+    assert _other_process(read, cache_dir) == str(before)
+
+    # A change committed in another process (an admin's save) is the version this process
+    # reads next, so its copies are stale; and the other way round.
+    bumped = int(_other_process(module + "cache_version.bump(); " + read, cache_dir))
+    assert cache_version.current() == bumped != before
+    cache_version.bump()
+    assert int(_other_process(read, cache_dir)) == cache_version.current() != bumped
 
 
 @transactional
@@ -185,54 +227,7 @@ def test_requests_get_their_own_user_objects(api, user, http, use_keys):
     assert second.first_name == ""
 
 
-# --- Group commit -------------------------------------------------------------------------------
-
-
-@transactional
-def test_concurrent_writers_share_transactions_and_a_bad_item_fails_alone():
-    if connection.vendor != "sqlite":
-        pytest.skip("group commit is used on SQLite only")
-    batches: list[list[int]] = []
-    first_in = threading.Event()
-    release = threading.Event()
-
-    def write(items):
-        batches.append(list(items))
-        if items == [0]:
-            first_in.set()
-            release.wait(5)  # the others queue meanwhile
-        if 13 in items:
-            raise ValueError("bad item")
-
-    group = db.GroupCommit(write)
-    errors: dict[int, BaseException] = {}
-
-    def submit(item):
-        try:
-            group.submit(item)
-        except ValueError as exc:
-            errors[item] = exc
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=submit, args=(0,))
-    first.start()
-    assert first_in.wait(5)
-    others = [threading.Thread(target=submit, args=(i,)) for i in (11, 12, 13, 14)]
-    for thread in others:
-        thread.start()
-    deadline = time.monotonic() + 5
-    while len(group._queues[f"{os.getpid()}:default"]) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    release.set()
-    for thread in [first, *others]:
-        thread.join(5)
-
-    assert batches[0] == [0]
-    shared = batches[1]
-    assert sorted(shared) == [11, 12, 13, 14]  # one transaction for the four that queued
-    assert sorted(b[0] for b in batches[2:]) == [11, 12, 13, 14]  # it failed: one by one
-    assert list(errors) == [13]
+# --- Concurrency -------------------------------------------------------------------------------
 
 
 @transactional
@@ -285,32 +280,13 @@ def test_valid_schemas_are_checked_once(monkeypatch):
     assert len(calls) == 5  # checked every time
 
 
-def test_the_answer_is_the_serializer_s_shape():
-    usage = Usage(3, 5, 8)
-    failed = Attempt(provider="gemini", model="m", requested_model="m", is_fallback=False)
-    failed.requests = 2
-    for data, text in ((None, "hi"), ({"title": "x", "n": [1, 2]}, '{"title": "x"}')):
-        completion = Completion(text=text, provider="openrouter", model="o/m", usage=usage)
-        completion.data = data
-        ok = Attempt(
-            provider="openrouter",
-            model="o/m",
-            requested_model="o/m",
-            is_fallback=True,
-            completion=completion,
-            requests=1,
-        )
-        generation = Generation("abc123", completion, [failed, ok], cost=Decimal("0.0000125"))
-        assert s.generation_data(generation) == s.GenerationSerializer(generation).data
-
-
 def test_the_upstream_connection_is_reused(settings, http):
     """Calls share the process's pooled session: one connection to the upstream for many calls,
     and a pool as large as a server worker's threads."""
     from llm_providers.providers.base import http_session
     from llm_providers.providers.gemini import GeminiProvider
     from llm_providers.results import ChatRequest, Message
-    from llm_providers.testing import FakeUpstream
+    from fake_upstream import FakeUpstream
 
     with FakeUpstream() as fake:
         http.add_passthru(fake.url)

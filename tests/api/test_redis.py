@@ -77,13 +77,9 @@ def redis_cache(settings, redis_url):
     client.close()
 
 
-def test_redis_url_configures_the_redis_cache(redis_url):
-    """The project's own settings: REDIS_URL selects Django's RedisCache, and its client is
-    installed (it was not, once, so REDIS_URL failed at the first cache use)."""
-    code = (
-        "from django.core.cache import cache; from django.conf import settings; "
-        "cache.set('probe', 41); print(settings.CACHES['default']['BACKEND'], cache.get('probe'))"
-    )
+def _project_process(code: str, redis_url: str) -> str:
+    """Run ``code`` in a new process with the project's settings and ``REDIS_URL`` (as a server
+    of another machine would); return what it printed."""
     env = {
         **os.environ,
         "ALWRITY_ENV_FILE": "",
@@ -99,7 +95,29 @@ def test_redis_url_configures_the_redis_cache(redis_url):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["django.core.cache.backends.redis.RedisCache", "41"]
+    return done.stdout.strip()
+
+
+def test_redis_url_configures_the_redis_cache(redis_url):
+    """The project's own settings: REDIS_URL selects Django's RedisCache, and its client is
+    installed (it was not, once, so REDIS_URL failed at the first cache use)."""
+    code = (
+        "from django.core.cache import cache; from django.conf import settings; "
+        "cache.set('probe', 41); print(settings.CACHES['default']['BACKEND'], cache.get('probe'))"
+    )
+    printed = _project_process(code, redis_url)
+    assert printed.split() == ["django.core.cache.backends.redis.RedisCache", "41"]
+
+
+def test_a_change_in_one_server_is_seen_by_another(redis_cache, redis_url):
+    """The version of the rows processes keep in memory is in Redis: a key saved on one server
+    makes the copies of every other server stale at their next call."""
+    from llm_providers import cache_version
+
+    before = cache_version.current()
+    code = "from llm_providers import cache_version as v; v.bump(); print(v.current())"
+    bumped = int(_project_process(code, redis_url))
+    assert cache_version.current() == bumped != before
 
 
 @pytest.mark.django_db
@@ -114,10 +132,7 @@ def test_throttles_count_in_redis(api, user, use_keys, http, rates, redis_cache)
 
     # The histories are in Redis, where every process and machine sees them.
     keys = {key.decode().split(":")[-1] for key in redis_cache.keys("*throttle_*")}
-    assert keys == {
-        f"throttle_llm_api_{user.pk}_packed",
-        f"throttle_llm_generation_{user.pk}_packed",
-    }
+    assert keys == {f"throttle_llm_api_{user.pk}", f"throttle_llm_generation_{user.pk}"}
     # Another process (a fresh cache connection) sees the same count: still throttled.
     cache.close()
     assert_throttled(generate(api))

@@ -1,0 +1,69 @@
+"""A version number, kept in Django's cache, of the rarely changed rows that processes keep in
+memory (provider keys; anything else read on every call): a process keeps its copy while the
+version is the one it read *before* reading the rows, and for at most its time to live.
+
+The models' ``post_save``/``post_delete`` signals bump the version when the saving transaction
+commits, so the change reaches every process that shares the cache at its next read: all the
+processes of a machine with the project's default cache (file-based), all the machines with
+Redis. With a cache private to each process (Django's default ``LocMemCache`` in a host project)
+or changes that bypass the signals (``QuerySet.update()``, raw SQL), the time to live is the bound.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db.models.signals import post_delete, post_save
+
+from .models import APIKey, UsageBudget
+
+CACHE_KEY = "llm_providers:rows-version"
+
+
+def current() -> int | None:
+    """The version to keep with a copy of the rows, read *before* the rows are; None when the
+    cache keeps nothing (``DummyCache``): then no copy may be kept."""
+    version = cache.get(CACHE_KEY)
+    if version is None:
+        _start()
+        version = cache.get(CACHE_KEY)
+    return version
+
+
+def bump() -> None:
+    """Make every copy kept under an earlier version stale."""
+    try:
+        cache.incr(CACHE_KEY)
+    except ValueError:  # not there (never set, evicted, cleared): any new value makes it stale
+        _start()
+
+
+def _start() -> None:
+    # The clock, not 1: after an eviction the version must not come back to a value that a
+    # process still holds (a version only grows by one per change, the clock by far more).
+    cache.add(CACHE_KEY, time.time_ns(), timeout=None)
+
+
+def changed(**kwargs) -> None:
+    """Signal receiver: rows that processes keep changed (``using`` names the database)."""
+    # At once, for this thread's own later reads inside its transaction, and again at the
+    # commit: a process that read the old rows between the two would otherwise keep them.
+    bump()
+    transaction.on_commit(bump, using=kwargs.get("using") or DEFAULT_DB_ALIAS)
+
+
+def watch_models() -> None:
+    """Connect ``changed`` to the models whose rows are kept (called by the app's ready()):
+    provider keys, budgets, users and, when DRF's tokens are installed, tokens."""
+    models = [APIKey, UsageBudget, get_user_model()]
+    if apps.is_installed("rest_framework.authtoken"):
+        from rest_framework.authtoken.models import Token
+
+        models.append(Token)
+    for model in models:
+        for signal in (post_save, post_delete):
+            signal.connect(changed, sender=model, dispatch_uid=f"llm-cache-version-{model._meta}")
