@@ -79,9 +79,9 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Concurrent writers (threads of one server) wait for the lock instead of failing at once.
-    # BEGIN IMMEDIATE: a transaction takes the write lock at its start, so two writers queue
-    # instead of deadlocking on a read lock each (the recorder reads and writes in one go).
+    # Concurrent writers (threads and processes of the server) wait up to `timeout` seconds for
+    # the lock instead of failing at once. BEGIN IMMEDIATE: a transaction takes the write lock
+    # at its start, so two writers queue instead of deadlocking on a read lock each.
     _sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
     _sqlite_options.setdefault("timeout", 20)
     _sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
@@ -97,6 +97,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # ?conn_max_age= in DATABASE_URL, within the server's max_connections.)
     DATABASES["default"].setdefault("CONN_MAX_AGE", None)
 
+# The cache holds throttle histories and the version of the rows processes keep in memory
+# (llm_providers.cache_version), so every process must see the same one: Redis shares it across
+# machines; without it, files shared by the processes of this machine (a per-process memory
+# cache would let each worker throttle on its own and miss the others' changes).
 if env.str("REDIS_URL", default=""):
     CACHES = {
         "default": {
@@ -105,7 +109,12 @@ if env.str("REDIS_URL", default=""):
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": env.str("CACHE_DIR", default=str(BASE_DIR / "var" / "cache")),
+        }
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
