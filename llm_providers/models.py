@@ -5,7 +5,6 @@ from django.db import models, transaction
 from django.db.models import Q
 
 from . import crypto
-from .registry import provider_class
 from .accounting.models import (  # noqa: F401  (the app's models, in one module)
     PROVIDER_CHOICES,
     PROVIDER_NAMES,
@@ -19,6 +18,7 @@ from .accounting.models import (  # noqa: F401  (the app's models, in one module
     UsageSummary,
     billing_period,
 )
+from .registry import provider_class
 
 
 def mask_secret(secret_prefix: str, last_four: str) -> str:
