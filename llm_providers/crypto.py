@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.signals import setting_changed
 
+from .conf import llm_settings
 from .exceptions import KeyDecryptionError
 
 _lock = threading.Lock()
@@ -28,7 +29,7 @@ def derived_key() -> bytes:
 
 def configured_keys() -> list[bytes]:
     """The ``LLM_ENCRYPTION_KEYS`` values, newest first (a comma-separated string works too)."""
-    value = getattr(settings, "LLM_ENCRYPTION_KEYS", None) or []
+    value = llm_settings.LLM_ENCRYPTION_KEYS or []
     if isinstance(value, str):
         value = value.split(",")
     return [k.strip().encode() for k in value if k.strip()]

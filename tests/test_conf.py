@@ -126,3 +126,22 @@ def test_the_missing_key_message_names_every_place_a_key_can_be_set():
     assert "OPENROUTER_API_KEY" in message
     assert "admin key manager" in message
     assert "Django setting" in message and "environment variable" in message
+
+
+@pytest.mark.django_db
+def test_encryption_keys_exported_in_the_environment_encrypt_stored_keys(settings, environ):
+    """``LLM_ENCRYPTION_KEYS`` from the environment is the key stored secrets are encrypted
+    with, not the one derived from SECRET_KEY."""
+    from cryptography.fernet import Fernet
+
+    from llm_providers.models import APIKey
+
+    settings.LLM_ENCRYPTION_KEYS = None
+    exported = Fernet.generate_key().decode()
+    environ(LLM_ENCRYPTION_KEYS=exported)
+    row = APIKey(provider="openrouter")
+    row.set_secret(FAKE_KEYS["openrouter"])
+    assert (
+        Fernet(exported.encode()).decrypt(row.encrypted_secret.encode()).decode()
+        == (FAKE_KEYS["openrouter"])
+    )
