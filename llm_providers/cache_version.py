@@ -38,13 +38,16 @@ def bump() -> None:
     """Make every copy kept under an earlier version stale."""
     try:
         cache.incr(CACHE_KEY)
-    except ValueError:  # not there (never set, evicted, cleared): any new value makes it stale
+    except ValueError:  # not there: any new value makes the copies stale
         _start()
 
 
 def _start() -> None:
-    # The clock, not 1: after an eviction the version must not come back to a value that a
-    # process still holds (a version only grows by one per change, the clock by far more).
+    # The version may vanish: never set yet, cleared, evicted, or expired (``incr`` of some
+    # backends stores the new value with the default timeout). It starts again from the clock,
+    # not 1, so it never comes back to a value that a process still holds (the version grows by
+    # one per change, the clock by far more): a vanished version costs one read, never a stale
+    # copy.
     cache.add(CACHE_KEY, time.time_ns(), timeout=None)
 
 
