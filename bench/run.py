@@ -383,6 +383,10 @@ def server_env(port: int, base: dict[str, str], database_url: str) -> dict[str, 
             "SECRET_KEY": secrets.token_urlsafe(40),
             "DEBUG": "false",
             "DATABASE_URL": database_url,
+            # Each server its own cache, not the project's var/cache (a developer's make run).
+            "CACHE_DIR": str(Path(database_url.removeprefix("sqlite:///")).parent / f"cache-{port}")
+            if database_url.startswith("sqlite:///")
+            else tempfile.mkdtemp(prefix="bench-cache-"),
             # Per second, so the throttles do their real work (a history of one window per
             # user) without ever refusing one of these requests.
             "LLM_API_GENERATION_RATE": "100000/s",

@@ -120,14 +120,16 @@ def database(e2e_dir):
     db.drop()
 
 
-def server_env(upstream, database, **settings: str) -> dict[str, str]:
+def server_env(upstream, database, e2e_dir, **settings: str) -> dict[str, str]:
     """The servers' environment: nothing inherited that configures the app; the fake's URLs;
-    fast retries and a short timeout, so every fault resolves in seconds."""
+    fast retries and a short timeout, so every fault resolves in seconds. The servers share one
+    cache directory, as the processes of one machine do (not the project's var/cache)."""
     return {
         **base_environment(),
         "ALWRITY_ENV_FILE": "",  # no .env: only what is set here
         "SECRET_KEY": SECRET_KEY,
         "DATABASE_URL": database.url,
+        "CACHE_DIR": str(e2e_dir / "cache"),
         **upstream.base_urls,
         "LLM_TIMEOUT": "2",
         "LLM_MAX_RETRIES": "1",
@@ -159,6 +161,7 @@ def main(make_command, upstream, database, e2e_dir):
     env = server_env(
         upstream,
         database,
+        e2e_dir,
         GEMINI_API_KEY=FAKE_KEYS["gemini"],
         OPENROUTER_API_KEY=FAKE_KEYS["openrouter"],
         HF_TOKEN=FAKE_KEYS["huggingface"],
@@ -196,6 +199,7 @@ def solo(make_command, upstream, database, main, e2e_dir):
     env = server_env(
         upstream,
         database,
+        e2e_dir,
         GPT_PROVIDER="huggingface",
         OPENROUTER_API_KEY=FAKE_KEYS["openrouter"],
         HF_TOKEN=FAKE_KEYS["huggingface"],
