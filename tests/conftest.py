@@ -13,6 +13,7 @@ from django.test.utils import override_settings
 
 from llm_providers import keys
 from llm_providers.accounting import prices
+from llm_providers.conf import DEFAULTS, llm_settings
 from llm_providers.providers import base as base_provider
 
 OPENROUTER_URL = "https://openrouter.test/api/v1"
@@ -45,7 +46,12 @@ def django_db_modify_db_settings(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def llm_config(settings):
+def llm_config(settings, monkeypatch):
+    # The app reads a setting left unset (or None) from the environment: a developer's exported
+    # GEMINI_API_KEY & co. must not reach the tests.
+    for name in DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    llm_settings.reload()
     settings.GPT_PROVIDER = None
     settings.GEMINI_API_KEY = None
     settings.OPENROUTER_API_KEY = None

@@ -291,3 +291,35 @@ def test_ensure_admin_leaves_an_ordinary_user_of_that_name_alone(admin_env):
     assert not user.is_superuser
     assert user.check_password("x-original-1")
     assert "not a staff superuser" in out
+
+
+def test_keys_exported_in_the_shell_never_reach_the_tests(tmp_path):
+    """A developer's exported provider keys are cleared for every test (tests/conftest.py),
+    so no test sees a provider configured that it did not configure itself."""
+    env = {
+        **os.environ,
+        "ALWRITY_ENV_FILE": "",
+        "GEMINI_API_KEY": "AIzaSyEXPORTED-in-the-shell-000000000000",
+        "OPENROUTER_API_KEY": "sk-or-v1-exported0in0the0shell00000000000",
+        "HF_TOKEN": "hf_EXPORTEDinTheShell000000000000000",
+        "GPT_PROVIDER": "openrouter",
+    }
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_router.py::test_no_provider_at_all_names_all_three_variables",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "1 passed" in result.stdout
