@@ -283,10 +283,10 @@ def test_valid_schemas_are_checked_once(monkeypatch):
 def test_the_upstream_connection_is_reused(settings, http):
     """Calls share the process's pooled session: one connection to the upstream for many calls,
     and a pool as large as a server worker's threads."""
+    from fake_upstream import FakeUpstream
     from llm_providers.providers.base import http_session
     from llm_providers.providers.gemini import GeminiProvider
     from llm_providers.results import ChatRequest, Message
-    from fake_upstream import FakeUpstream
 
     with FakeUpstream() as fake:
         http.add_passthru(fake.url)
