@@ -1,10 +1,28 @@
 """System checks: configuration mistakes reported by ``manage.py check`` and at start-up."""
 
+from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
 
 from . import crypto
 from .exceptions import UnknownProvider
 from .registry import configured_primary
+
+# The apps the API needs beside this one: DRF, and its token model (SPEC §8, §11).
+REQUIRED_APPS = ("rest_framework", "rest_framework.authtoken")
+
+
+@register()
+def check_required_apps(app_configs, **kwargs):
+    return [
+        Error(
+            f"llm_providers needs {name!r} in INSTALLED_APPS.",
+            hint='INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken", '
+            '"llm_providers"], then `manage.py migrate`.',
+            id="llm_providers.E002",
+        )
+        for name in REQUIRED_APPS
+        if not apps.is_installed(name)
+    ]
 
 
 @register(Tags.security, deploy=True)
