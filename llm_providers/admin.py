@@ -1,5 +1,5 @@
-"""Django admin of llm_providers: keys, the ledger (read-only), usage summaries (spend corrected
-through adjustments), prices, budgets, and the cost report page at
+"""Django admin of llm_providers: custom providers, keys, the ledger (read-only), usage
+summaries (spend corrected through adjustments), prices, budgets, and the cost report page at
 ``/admin/llm_providers/cost-report/``."""
 
 from __future__ import annotations
@@ -23,11 +23,18 @@ from .accounting import budgets, ledger, reports
 from .accounting.budgets import Limits
 from .accounting.money import ZERO, MoneyField, money_str
 from .exceptions import LLMError
-from .forms import APIKeyForm, CostReportForm, ModelPriceForm, UsageSummaryForm
+from .forms import (
+    APIKeyForm,
+    CostReportForm,
+    CustomProviderForm,
+    ModelPriceForm,
+    UsageSummaryForm,
+)
 from .keys import stored_key
 from .models import (
     PROVIDER_NAMES,
     APIKey,
+    CustomProvider,
     LedgerEntry,
     ModelPrice,
     PriceSource,
@@ -40,13 +47,51 @@ from .models import (
 USERNAME_LOOKUP = "user__" + get_user_model().USERNAME_FIELD
 
 
+class ProviderFilter(admin.ChoicesFieldListFilter):
+    """The registry's providers (custom ones included), though the field has no choices."""
+
+    def choices(self, changelist):
+        yield {
+            "selected": self.lookup_val is None,
+            "query_string": changelist.get_query_string(remove=[self.lookup_kwarg]),
+            "display": "All",
+        }
+        selected = set(self.lookup_val or ())
+        for name, label in registry.as_choices():
+            yield {
+                "selected": name in selected,
+                "query_string": changelist.get_query_string({self.lookup_kwarg: name}),
+                "display": label,
+            }
+
+
+@admin.register(CustomProvider)
+class CustomProviderAdmin(admin.ModelAdmin):
+    """Custom OpenAI-compatible providers (SPEC §12.1). A change takes effect at the next call in
+    every process sharing the cache (``cache_version``); a key for one is added under API keys."""
+
+    form = CustomProviderForm
+    list_display = [
+        "name",
+        "label",
+        "base_url",
+        "default_model",
+        "requires_key",
+        "priority",
+        "active",
+    ]
+    list_filter = ["active", "requires_key"]
+    search_fields = ["name", "label", "base_url"]
+    readonly_fields = ["created_at", "updated_at"]
+
+
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
     """Keys are shown only by their mask; the secret input is write-only (see ``APIKeyForm``)."""
 
     form = APIKeyForm
     list_display = ["provider", "label", "mask", "active", "created_at", "last_used_at"]
-    list_filter = ["provider", "active"]
+    list_filter = [("provider", ProviderFilter), "active"]
     search_fields = ["label"]
     readonly_fields = ["mask", "created_at", "last_used_at"]
     actions = ["test_connection", "activate", "deactivate"]
@@ -149,7 +194,7 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         "is_fallback",
     ]
     list_filter = [
-        "provider",
+        ("provider", ProviderFilter),
         "status",
         "cost_source",
         "is_fallback",
@@ -380,7 +425,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
         "source",
         "updated_at",
     ]
-    list_filter = ["provider", "source"]
+    list_filter = [("provider", ProviderFilter), "source"]
     search_fields = ["model"]
     readonly_fields = ["source", "updated_at"]
 

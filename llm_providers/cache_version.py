@@ -1,6 +1,7 @@
 """A version number, kept in Django's cache, of the rarely changed rows that processes keep in
-memory (provider keys; anything else read on every call): a process keeps its copy while the
-version is the one it read *before* reading the rows, and for at most its time to live.
+memory (provider keys, custom providers; anything else read on every call): a process keeps its
+copy while the version is the one it read *before* reading the rows, and for at most its time
+to live.
 
 The models' ``post_save``/``post_delete`` signals bump the version when the saving transaction
 commits, so the change reaches every process that shares the cache at its next read: all the
@@ -18,8 +19,6 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models.signals import post_delete, post_save
-
-from .models import APIKey, UsageBudget
 
 CACHE_KEY = "llm_providers:rows-version"
 
@@ -61,8 +60,13 @@ def changed(**kwargs) -> None:
 
 def watch_models() -> None:
     """Connect ``changed`` to the models whose rows are kept (called by the app's ready()):
-    provider keys, budgets, users and, when DRF's tokens are installed, tokens."""
-    models = [APIKey, UsageBudget, get_user_model()]
+    provider keys, custom providers, budgets, users and, when DRF's tokens are installed,
+    tokens. (By name: the registry, which the models use, reads this module's version.)"""
+    models = [
+        apps.get_model("llm_providers", name)
+        for name in ("APIKey", "CustomProvider", "UsageBudget")
+    ]
+    models.append(get_user_model())
     if apps.is_installed("rest_framework.authtoken"):
         from rest_framework.authtoken.models import Token
 

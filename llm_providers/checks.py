@@ -2,10 +2,12 @@
 
 from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 from . import crypto
+from .conf import llm_settings
 from .exceptions import UnknownProvider
-from .registry import configured_primary
+from .registry import configured_custom_definitions, configured_primary, is_configured_name
 
 # The apps the API needs beside this one: DRF, and its token model (SPEC §8, §11).
 REQUIRED_APPS = ("rest_framework", "rest_framework.authtoken")
@@ -47,4 +49,33 @@ def check_gpt_provider(app_configs, **kwargs):
         configured_primary()
     except UnknownProvider as exc:
         return [Error(str(exc), id="llm_providers.E001")]
+    except ImproperlyConfigured:
+        return []  # a malformed LLM_CUSTOM_PROVIDERS: E003 says what is wrong
+    except Exception:
+        # The admin's custom providers cannot be read where the checks run (no database
+        # access): judged by the providers that settings define.
+        if not is_configured_name(llm_settings.GPT_PROVIDER):
+            return [
+                Error(
+                    f"GPT_PROVIDER={llm_settings.GPT_PROVIDER!r} names no provider defined in "
+                    "the code or in LLM_CUSTOM_PROVIDERS.",
+                    id="llm_providers.E001",
+                )
+            ]
+    return []
+
+
+@register()
+def check_custom_providers(app_configs, **kwargs):
+    try:
+        configured_custom_definitions()
+    except ImproperlyConfigured as exc:
+        return [
+            Error(
+                str(exc),
+                hint='Each entry: {"name": …, "base_url": …, "default_model": …} and '
+                "optionally label, requires_key (default true) and priority.",
+                id="llm_providers.E003",
+            )
+        ]
     return []

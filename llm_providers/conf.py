@@ -37,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "OPENROUTER_BASE_URL": "https://openrouter.ai/api/v1",
     "GEMINI_BASE_URL": "https://generativelanguage.googleapis.com/v1beta",
     "HF_BASE_URL": "https://router.huggingface.co/v1",
+    # Extra OpenAI-compatible providers (SPEC §12.1): a JSON list of objects with name, base_url,
+    # default_model and optionally label, requires_key (default true) and priority. Checked by
+    # ``llm_providers.registry`` (a system check reports a malformed list).
+    "LLM_CUSTOM_PROVIDERS": [],
     # Seconds for one upstream request: the connect timeout and the timeout of each read.
     "LLM_TIMEOUT": 60.0,
     "LLM_MAX_RETRIES": 3,
@@ -144,6 +148,15 @@ class LLMSettings:
 
 
 llm_settings = LLMSettings(DEFAULTS)
+
+
+def read_named_setting(name: str) -> str | None:
+    """A value whose name is not one of ``DEFAULTS`` (a custom provider's ``<NAME>_API_KEY``),
+    read in the same order: the Django setting, else the environment variable, else None."""
+    value = getattr(settings, name, None)
+    if value is not None:
+        return str(value)
+    return os.environ.get(name) or None
 
 
 def _reload_llm_settings(*, setting: str, **kwargs: Any) -> None:

@@ -7,6 +7,7 @@ from datetime import date
 from decimal import Decimal
 
 from django import forms
+from django.core.exceptions import ImproperlyConfigured
 from django.core.validators import MinValueValidator
 from django.utils.html import format_html, format_html_join
 
@@ -15,26 +16,19 @@ from .accounting.ledger import ADJUSTABLE_FIELDS
 from .accounting.money import money_str
 from .accounting.reports import GROUPINGS, month_bounds
 from .exceptions import ConfigurationError
-from .models import APIKey, ModelPrice, UsageSummary
+from .models import APIKey, CustomProvider, ModelPrice, UsageSummary
 
-# Where an admin creates a key for each provider (shown as the secret field's help text).
-KEY_PAGES = {
-    "gemini": "https://aistudio.google.com/app/apikey",
-    "openrouter": "https://openrouter.ai/settings/keys",
-    "huggingface": "https://huggingface.co/settings/tokens",
-}
-# Every provider's keys are far longer; anything shorter is a paste gone wrong.
 MIN_SECRET_LENGTH = 16
 
 
 def key_pages_help(provider: str | None = None) -> str:
-    """Links to the pages where keys are made: one provider's, or every provider's."""
-    names = [provider] if provider else registry.provider_names()
-    links = [
-        (registry.provider_class(name).label, KEY_PAGES[name])
-        for name in names
-        if name in KEY_PAGES
-    ]
+    """Links to the pages where keys are made (``Provider.key_page``): one provider's, or every
+    provider's."""
+    if provider:
+        classes = [registry.provider_class(provider)] if registry.canonical_name(provider) else []
+    else:
+        classes = list(registry.provider_classes())
+    links = [(cls.label, cls.key_page) for cls in classes if cls.key_page]
     if not links:
         return ""
     return format_html(
@@ -47,8 +41,18 @@ def key_pages_help(provider: str | None = None) -> str:
     )
 
 
-def check_secret(secret: str) -> str:
-    """A pasted key, stripped; ValidationError if it cannot be a key (admin form and API)."""
+def provider_field(current: str | None = None) -> forms.ChoiceField:
+    """A choice of the registry's providers (custom ones included); ``current`` stays a choice
+    even when it is no longer registered (a custom provider since removed)."""
+    choices = registry.as_choices()
+    if current and current not in dict(choices):
+        choices.append((current, f"{current} (not configured)"))
+    return forms.ChoiceField(label="Provider", choices=choices)
+
+
+def check_secret(secret: str, *, min_length: int = MIN_SECRET_LENGTH) -> str:
+    """A pasted key, stripped; ValidationError if it cannot be a key (admin form and API).
+    ``min_length``: the provider's ``min_key_length``."""
     secret = secret.strip()
     # Error messages describe the input, never repeat it.
     if not secret:
@@ -58,12 +62,12 @@ def check_secret(secret: str) -> str:
             "The key contains whitespace. Paste the key alone, as the provider shows it.",
             code="whitespace",
         )
-    if len(secret) < MIN_SECRET_LENGTH:
+    if len(secret) < min_length:
         raise forms.ValidationError(
             "That is too short to be an API key (%(length)d characters; provider keys have "
             "at least %(minimum)d). Copy the whole key from the provider's page.",
             code="too_short",
-            params={"length": len(secret), "minimum": MIN_SECRET_LENGTH},
+            params={"length": len(secret), "minimum": min_length},
         )
     return secret
 
@@ -89,7 +93,7 @@ class APIKeyForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.adding = self.instance.pk is None
         if "provider" in self.fields:
-            self.fields["provider"].choices = registry.as_choices()
+            self.fields["provider"] = provider_field(self.instance.provider)
         secret = self.fields["secret"]
         if self.adding:
             secret.required = True
@@ -108,7 +112,7 @@ class APIKeyForm(forms.ModelForm):
             if self.adding:
                 raise forms.ValidationError("Enter the API key.", code="required")
             return ""
-        return check_secret(secret)
+        return secret  # checked in clean(), with the provider's minimum length
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -121,6 +125,17 @@ class APIKeyForm(forms.ModelForm):
             # The stored key belongs to the old provider (and its mask to the old prefix).
             self.add_error("secret", "Enter the new provider's key when changing the provider.")
         if cleaned.get("secret"):
+            provider = cleaned.get("provider") or self.instance.provider
+            minimum = (
+                registry.provider_class(provider).min_key_length
+                if registry.canonical_name(provider or "")
+                else MIN_SECRET_LENGTH
+            )
+            try:
+                cleaned["secret"] = check_secret(cleaned["secret"], min_length=minimum)
+            except forms.ValidationError as exc:
+                self.add_error("secret", exc)
+                return cleaned
             try:
                 crypto.fernet()
             except ConfigurationError as exc:  # an invalid LLM_ENCRYPTION_KEYS value
@@ -226,12 +241,55 @@ class ModelPriceForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if "provider" in self.fields:
-            self.fields["provider"].choices = registry.as_choices()
+            self.fields["provider"] = provider_field(self.instance.provider)
 
     def clean_model(self) -> str:
         # Stored lower-case (prices are looked up that way); cleaned here so the
         # one-price-per-model check sees what will be saved.
         return self.cleaned_data["model"].strip().lower()
+
+
+class CustomProviderForm(forms.ModelForm):
+    """A custom OpenAI-compatible provider (SPEC §12.1), checked as the registry checks
+    ``LLM_CUSTOM_PROVIDERS``: built-in names and aliases are reserved, as are names the setting
+    already defines."""
+
+    class Meta:
+        model = CustomProvider
+        fields = [
+            "name",
+            "label",
+            "base_url",
+            "default_model",
+            "requires_key",
+            "priority",
+            "active",
+        ]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        try:
+            registry.check_custom_name(name)
+        except ValueError as exc:
+            raise forms.ValidationError(f"The {exc}", code="invalid") from None
+        try:
+            in_settings = {d["name"] for d in registry.configured_custom_definitions()}
+        except ImproperlyConfigured:
+            in_settings = set()  # reported by the system check
+        if name in in_settings:
+            raise forms.ValidationError(
+                f"{name!r} is already defined in LLM_CUSTOM_PROVIDERS.", code="taken"
+            )
+        return name
+
+    def clean_base_url(self) -> str:
+        try:
+            return registry.check_base_url(self.cleaned_data["base_url"].strip())
+        except ValueError as exc:
+            raise forms.ValidationError(f"The {exc}", code="invalid") from None
+
+    def clean_default_model(self) -> str:
+        return self.cleaned_data["default_model"].strip()
 
 
 class CostReportForm(forms.Form):

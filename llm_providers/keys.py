@@ -1,4 +1,5 @@
-"""Key resolution: the provider's active key in the database, else its environment variable.
+"""Key resolution: the provider's active key in the database, else its environment variable;
+a provider that needs no key (a local server) is available with none.
 
 Every call resolves the keys, so each process keeps the answer (decrypted) for at most
 ``LLM_KEY_CACHE_SECONDS``, and only while ``cache_version`` is the one it read with them: a key
@@ -18,7 +19,7 @@ from django.utils import timezone
 from . import cache_version
 from .conf import DEFAULTS, llm_settings
 from .models import APIKey, mask_secret
-from .registry import PROVIDER_CLASSES, provider_class
+from .registry import provider_class, provider_classes
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,16 @@ class ResolvedKey:
 
 
 def _env_key(provider_cls) -> ResolvedKey | None:
-    secret = getattr(llm_settings, provider_cls.key_setting)
+    """The key of the Django setting or environment variable; for a provider that needs none
+    (a local server), an empty key, so that it is available."""
+    secret = provider_cls.configured_key()
     if not secret:
-        return None
+        if provider_cls.requires_key:
+            return None
+        return ResolvedKey(provider=provider_cls.name, secret="", source="no key (none needed)")
     return ResolvedKey(
         provider=provider_cls.name,
-        secret=str(secret),
+        secret=secret,
         source=f"the environment variable {provider_cls.key_setting}",
     )
 
@@ -98,7 +103,7 @@ def _read_keys() -> dict[str, ResolvedKey]:
     """Every provider's key, resolved with one query."""
     rows = {row.provider: row for row in APIKey.objects.filter(active=True)}
     resolved: dict[str, ResolvedKey] = {}
-    for cls in PROVIDER_CLASSES:
+    for cls in provider_classes():
         key = stored_key(rows[cls.name]) if cls.name in rows else _env_key(cls)
         if key is not None:
             resolved[cls.name] = key

@@ -8,6 +8,7 @@ from . import crypto
 from .accounting.models import (  # noqa: F401  (the app's models, in one module)
     PROVIDER_CHOICES,
     PROVIDER_NAMES,
+    SUMMARY_PROVIDERS,
     CallStatus,
     CostSource,
     LedgerEntry,
@@ -18,7 +19,8 @@ from .accounting.models import (  # noqa: F401  (the app's models, in one module
     UsageSummary,
     billing_period,
 )
-from .registry import provider_class
+from .custom_models import CustomProvider  # noqa: F401  (read by the registry)
+from .registry import canonical_name, provider_class
 
 
 def mask_secret(secret_prefix: str, last_four: str) -> str:
@@ -29,7 +31,9 @@ def mask_secret(secret_prefix: str, last_four: str) -> str:
 class APIKey(models.Model):
     """A provider key, encrypted at rest. One active key per provider; more may be stored."""
 
-    provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
+    # Any provider of the registry, custom ones included: no choices, so adding one needs no
+    # migration; forms and serializers check the name against the registry.
+    provider = models.CharField(max_length=32)
     label = models.CharField(max_length=100, blank=True)
     encrypted_secret = models.TextField(editable=False)
     # Only what the mask shows: the provider's well-known public prefix and the last four.
@@ -67,6 +71,11 @@ class APIKey(models.Model):
         # just what save() resolves by deactivating the first. Its only constraint is on
         # provider, so excluding provider skips that one; the database still enforces it.
         super().validate_constraints(exclude={*(exclude or ()), "provider"})
+
+    def get_provider_display(self) -> str:
+        """The provider's label (what Django's choices gave, for any provider of the registry)."""
+        name = canonical_name(self.provider)
+        return provider_class(name).label if name else self.provider
 
     @property
     def mask(self) -> str:

@@ -133,8 +133,9 @@ def plan(
 ) -> list[Step]:
     """The providers to try, in order: the requested or primary one, then the fallbacks.
 
-    Fallbacks are the other providers that have a key, in priority order, each with its
-    default model. A named provider without a key is a configuration error (no fallback).
+    Fallbacks are the other available providers (a key, or none needed), in priority order,
+    each with its default model. A named provider without a key is a configuration error (no
+    fallback).
     """
     if provider is not None:
         first = registry.provider_class(provider).name
@@ -149,7 +150,7 @@ def plan(
     first_cls.check_model(first_model)
     chain = [Step(first_cls, first_model, keys[first], is_fallback=False)]
     if fallback:
-        for cls in registry.PROVIDER_CLASSES:
+        for cls in registry.provider_classes():
             if cls.name != first and cls.name in keys:
                 chain.append(Step(cls, cls.default_model(), keys[cls.name], is_fallback=True))
     return chain

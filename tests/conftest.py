@@ -11,7 +11,7 @@ import responses
 from django.core.cache import cache
 from django.test.utils import override_settings
 
-from llm_providers import keys
+from llm_providers import keys, registry
 from llm_providers.accounting import prices
 from llm_providers.conf import DEFAULTS, llm_settings
 from llm_providers.providers import base as base_provider
@@ -26,11 +26,7 @@ FAKE_KEYS = {
     "openrouter": "sk-or-v1-fake0openrouter0key000000000wxyz",
     "huggingface": "hf_FAKEhuggingfacetoken0000000000hfkk",
 }
-KEY_SETTINGS = {
-    "gemini": "GEMINI_API_KEY",
-    "openrouter": "OPENROUTER_API_KEY",
-    "huggingface": "HF_TOKEN",
-}
+KEY_SETTINGS = {cls.name: cls.key_setting for cls in registry.BUILTIN_PROVIDERS}
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +60,7 @@ def llm_config(settings, monkeypatch):
     settings.OPENROUTER_BASE_URL = OPENROUTER_URL
     settings.GEMINI_BASE_URL = GEMINI_URL
     settings.HF_BASE_URL = HF_URL
+    settings.LLM_CUSTOM_PROVIDERS = []
     settings.LLM_TIMEOUT = 5.0
     settings.LLM_MAX_RETRIES = 3
     settings.LLM_RETRY_BASE_DELAY = 0.0
@@ -109,8 +106,10 @@ def fresh_key_cache():
     """Each test sees the keys of its own database (a transactional test's flush sends no
     signal)."""
     keys.invalidate_keys()
+    registry.invalidate()
     yield
     keys.invalidate_keys()
+    registry.invalidate()
 
 
 @pytest.fixture(autouse=True)

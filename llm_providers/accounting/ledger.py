@@ -77,15 +77,16 @@ def ledger_entries(
 
 def summary_deltas(entries: Sequence[LedgerEntry]) -> dict[str, int | Decimal]:
     """What ``entries`` add to a summary row: {column: amount}, only the columns they change."""
-    totals = {name: [0, 0, ZERO] for name in PROVIDER_NAMES}
+    totals: dict[str, list] = {}
     for entry in entries:
-        calls_tokens_cost = totals[entry.provider]
+        calls_tokens_cost = totals.setdefault(entry.provider, [0, 0, ZERO])
         calls_tokens_cost[0] += entry.status == CallStatus.SUCCESS
         calls_tokens_cost[1] += entry.total_tokens
         calls_tokens_cost[2] += entry.cost
     deltas: dict[str, int | Decimal] = {}
     for name, (calls, tokens, cost) in totals.items():
-        if calls or tokens or cost:
+        # Providers without a column group of their own (custom ones) count in the totals only.
+        if name in PROVIDER_NAMES and (calls or tokens or cost):
             deltas |= {f"{name}_calls": calls, f"{name}_tokens": tokens, f"{name}_cost": cost}
     calls = sum(t[0] for t in totals.values())
     tokens = sum(t[1] for t in totals.values())

@@ -9,8 +9,10 @@ from django.utils import timezone
 
 from .money import ZERO, MoneyField
 
-# The providers with their own column group in UsageSummary (the seed's table); the totals count
-# every provider.
+# The providers with their own column group in UsageSummary (the seed's table): a fact of the
+# table's schema, not the list of providers (that is the registry's). Other providers' usage is
+# summed from the ledger; the summary's totals count every provider.
+SUMMARY_PROVIDERS = ("gemini", "openrouter", "huggingface")
 PROVIDER_CHOICES = [
     ("gemini", "Google Gemini"),
     ("openrouter", "OpenRouter"),
@@ -52,7 +54,7 @@ class LedgerEntry(models.Model):
         on_delete=models.PROTECT,
         related_name="llm_calls",
     )
-    provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
+    provider = models.CharField(max_length=32)  # a registry name; no choices (see APIKey)
     model = models.CharField(max_length=200)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
@@ -78,7 +80,7 @@ class LedgerEntry(models.Model):
         return f"{self.provider}/{self.model} {self.status} {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
-PROVIDER_NAMES = [name for name, _ in PROVIDER_CHOICES]
+PROVIDER_NAMES = list(SUMMARY_PROVIDERS)
 
 
 class UsageSummary(models.Model):
@@ -161,7 +163,7 @@ class PriceSource(models.TextChoices):
 class ModelPrice(models.Model):
     """What a model costs, USD per million tokens. Model ids are stored lower-case."""
 
-    provider = models.CharField(max_length=32, choices=PROVIDER_CHOICES)
+    provider = models.CharField(max_length=32)  # a registry name; no choices (see APIKey)
     model = models.CharField(max_length=200)
     prompt_per_million = models.DecimalField(max_digits=20, decimal_places=8)
     completion_per_million = models.DecimalField(max_digits=20, decimal_places=8)

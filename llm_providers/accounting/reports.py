@@ -99,6 +99,31 @@ def cost_report(
     return sorted(report, key=lambda r: (-r.cost, r.key))
 
 
+def period_usage_by_provider(
+    user_id: int | None, period: str, *, exclude: Iterable[str] = PROVIDER_NAMES
+) -> dict[str, ReportRow]:
+    """One user's ledger totals of a billing period per provider (``{name: row}``), for the
+    providers without a column group in ``UsageSummary`` (custom ones): counted as
+    ``cost_report`` counts."""
+    rows = (
+        LedgerEntry.objects.filter(user_id=user_id, period=period)
+        .exclude(provider__in=list(exclude))
+        .values("provider")
+        .annotate(
+            calls=Count("id", filter=Q(status=CallStatus.SUCCESS)),
+            tokens=Coalesce(Sum("total_tokens"), 0),
+            cost=Sum("cost"),
+        )
+        .order_by()
+    )
+    return {
+        row["provider"]: ReportRow(
+            row["provider"], row["calls"], row["tokens"], row["cost"] or ZERO
+        )
+        for row in rows
+    }
+
+
 def _key(value) -> str:
     if value is None:
         return SYSTEM_KEY

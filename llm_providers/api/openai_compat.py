@@ -1,10 +1,11 @@
 """``POST v1/chat/completions``: the OpenAI chat-completions shape over the same router.
 
 So the official ``openai`` SDK (``base_url=<host>/api/llm/v1``, ``api_key=<DRF token>``) works,
-accounted like every other call. ``model`` picks the provider (SPEC §8): ``gemini/<id>``,
-``huggingface/<id>``, ``openrouter/<id>`` or any other ``<vendor>/<name>`` (OpenRouter); omitted or
-``auto`` is the primary provider with its default model, and only then does it fall back — a
-client that names a model gets that model or an error, never another one.
+accounted like every other call. ``model`` picks the provider (SPEC §8, §12.1): ``<name>/<id>``
+for any provider of the registry (``gemini/…``, ``hf/…``, a custom ``ollama/llama3.2``), any other
+``<vendor>/<name>`` OpenRouter; omitted or ``auto`` is the primary provider with its default
+model, and only then does it fall back — a client that names a model gets that model or an
+error, never another one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from .. import router
+from .. import registry, router
 from ..exceptions import LLMError
 from ..results import Generation, Message, TextDelta
 from .base import AppAPIView
@@ -24,13 +25,6 @@ from .serializers import StrictBooleanField, StrictFloatField, StrictIntegerFiel
 from .streaming import StreamingContentNegotiation, event_stream_response, sse
 from .throttling import GenerationRateThrottle, UserRateThrottle
 
-_PREFIXES = {
-    "gemini": "gemini",
-    "google": "gemini",
-    "huggingface": "huggingface",
-    "hf": "huggingface",
-    "openrouter": "openrouter",
-}
 _FINISH = {
     "STOP": "stop",
     "MAX_TOKENS": "length",
@@ -40,12 +34,18 @@ _FINISH = {
 
 
 def route(model: str | None) -> tuple[str | None, str | None]:
-    """(provider, model id) for an OpenAI-style model name; (None, None) for the default."""
+    """(provider, model id) for an OpenAI-style model name; (None, None) for the default.
+
+    ``<provider>/<model>``, where the provider is any name or alias of the registry (custom
+    ones included, so a custom ``mistralai`` wins over OpenRouter's vendor of that name), sends
+    the rest of the id upstream; any other ``<vendor>/<name>`` is an OpenRouter model."""
     if not model or model == "auto":
         return None, None
     prefix, _, rest = model.partition("/")
-    if prefix.lower() in _PREFIXES and rest:
-        return _PREFIXES[prefix.lower()], rest
+    if rest:
+        name = registry.canonical_name(prefix)
+        if name is not None:
+            return name, rest
     return "openrouter", model  # vendor/name, validated as an OpenRouter id by the provider
 
 

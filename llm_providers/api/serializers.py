@@ -15,9 +15,12 @@ from ..forms import check_secret
 from ..keys import resolve_keys
 from ..models import APIKey, LedgerEntry
 from ..structured import check_schema
+from .schema import extend_schema_field
 
 PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-PROVIDER_INPUTS = [*registry.provider_names(), *registry.ALIASES]
+# The built-in providers' names and aliases (the OpenAPI enum's name in the project's settings);
+# the fields accept every provider of the registry, custom ones included.
+PROVIDER_INPUTS = [*(cls.name for cls in registry.BUILTIN_PROVIDERS), *registry.ALIASES]
 
 
 class StrictCharField(serializers.CharField):
@@ -27,6 +30,22 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+@extend_schema_field(
+    {"type": "string", "description": "A provider's name or alias (see providers/)."}
+)
+class ProviderField(StrictCharField):
+    """A provider of the registry, built-in or custom, by name or alias → its canonical name."""
+
+    default_error_messages = {"invalid_choice": '"{input}" is not a valid choice.'}
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        name = registry.canonical_name(value)
+        if name is None:
+            self.fail("invalid_choice", input=value)
+        return name
 
 
 class StrictFloatField(serializers.FloatField):
@@ -65,7 +84,7 @@ class GenerateRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer
     system_prompt = StrictCharField(
         required=False, allow_null=True, allow_blank=True, trim_whitespace=False
     )
-    provider = serializers.ChoiceField(choices=PROVIDER_INPUTS, required=False, allow_null=True)
+    provider = ProviderField(required=False, allow_null=True)
     model = StrictCharField(required=False, allow_null=True, max_length=200)
     temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
     max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1)
@@ -186,18 +205,15 @@ class APIKeySerializer(serializers.ModelSerializer):
 
 
 class APIKeyCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    provider = serializers.ChoiceField(choices=PROVIDER_INPUTS)
+    provider = ProviderField()
     key = StrictCharField(write_only=True, trim_whitespace=False)
     label = StrictCharField(required=False, allow_blank=True, max_length=100, default="")
 
-    def validate_provider(self, value: str) -> str:
-        return registry.provider_class(value).name
-
-    def validate_key(self, value: str) -> str:
-        try:
-            return check_secret(value)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.messages) from None
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if "key" in attrs:
+            attrs["key"] = checked_key(attrs["key"], attrs["provider"])
+        return attrs
 
 
 class APIKeyUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -205,7 +221,19 @@ class APIKeyUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     label = StrictCharField(required=False, allow_blank=True, max_length=100)
     active = StrictBooleanField(required=False)
 
-    validate_key = APIKeyCreateSerializer.validate_key
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if "key" in attrs:
+            attrs["key"] = checked_key(attrs["key"], self.context["provider"])
+        return attrs
+
+
+def checked_key(value: str, provider: str) -> str:
+    """A pasted key as ``check_secret`` cleans it for ``provider``, or a ValidationError."""
+    try:
+        return check_secret(value, min_length=registry.provider_class(provider).min_key_length)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError({"key": exc.messages}) from None
 
 
 class ProviderSerializer(serializers.Serializer):

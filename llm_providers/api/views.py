@@ -17,7 +17,7 @@ from rest_framework.response import Response
 
 from .. import registry
 from ..accounting import budgets, reports
-from ..accounting.money import money_str
+from ..accounting.money import ZERO, money_str
 from ..keys import resolve_keys
 from ..main_text_generation import llm_generate, llm_stream
 from ..models import PROVIDER_NAMES, APIKey, CallStatus, LedgerEntry, UsageSummary, billing_period
@@ -101,11 +101,19 @@ class UsageView(AppAPIView):
                 "cost": money_str(getattr(summary, f"{prefix}_cost")),
             }
 
+        # The seed's three column groups from the summary; other (custom) providers from the
+        # ledger: every registered one, and any that has calls in the period.
+        providers = {name: figures(name) for name in PROVIDER_NAMES}
+        from_ledger = reports.period_usage_by_provider(request.user.pk, period)
+        for name in [*registry.provider_names(), *from_ledger]:
+            if name not in providers:
+                row = from_ledger.get(name) or reports.ReportRow(name, 0, 0, ZERO)
+                providers[name] = {k: v for k, v in row.as_dict().items() if k != "key"}
         budget = budgets.remaining(request.user.pk, summary)
         return Response(
             {
                 "period": period,
-                "providers": {name: figures(name) for name in PROVIDER_NAMES},
+                "providers": providers,
                 "total": figures("total"),
                 "budget": {
                     "cost_limit": _money_or_none(budget["cost_limit"]),
@@ -138,7 +146,7 @@ class CallsView(AppAPIConfig, generics.ListAPIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("provider", str, enum=PROVIDER_NAMES),
+            OpenApiParameter("provider", str, description="a provider's name or alias"),
             OpenApiParameter("status", str, enum=[c.value for c in CallStatus]),
             OpenApiParameter("since", OpenApiTypes.DATE, description="inclusive (UTC)"),
             OpenApiParameter("until", OpenApiTypes.DATE, description="inclusive (UTC)"),
@@ -154,7 +162,8 @@ class CallsView(AppAPIConfig, generics.ListAPIView):
         if provider:
             name = registry.canonical_name(provider)
             if name is None:
-                raise ValidationError({"provider": [f"Choose one of {', '.join(PROVIDER_NAMES)}."]})
+                choices = ", ".join(registry.provider_names())
+                raise ValidationError({"provider": [f"Choose one of {choices}."]})
             entries = entries.filter(provider=name)
         status_filter = params.get("status")
         if status_filter:
@@ -266,7 +275,7 @@ class KeyDetailView(AppAPIView):
     @extend_schema(request=s.APIKeyUpdateSerializer, responses={200: s.APIKeySerializer})
     def patch(self, request, pk: int):
         key = get_object_or_404(APIKey, pk=pk)
-        params = s.APIKeyUpdateSerializer(data=request.data)
+        params = s.APIKeyUpdateSerializer(data=request.data, context={"provider": key.provider})
         params.is_valid(raise_exception=True)
         data = params.validated_data
         if "key" in data:
@@ -285,7 +294,8 @@ class KeyDetailView(AppAPIView):
 
 
 class ProvidersView(AppAPIView):
-    """Each provider: whether it has a key, its default model, its priority, the primary one."""
+    """Each provider, built-in and custom: whether it is available (a key, or none needed), its
+    default model, its priority, the primary one."""
 
     @extend_schema(responses={200: s.ProviderSerializer(many=True)})
     def get(self, request):
@@ -299,7 +309,7 @@ class ProvidersView(AppAPIView):
                 "priority": priority,
                 "primary": cls.name == primary,
             }
-            for priority, cls in enumerate(registry.PROVIDER_CLASSES, start=1)
+            for priority, cls in enumerate(registry.provider_classes(), start=1)
         ]
         return Response(s.ProviderSerializer(rows, many=True).data)
 

@@ -169,13 +169,23 @@ class Provider:
     # (then an abandoned stream is read to the end, for its exact usage). OpenRouter stops
     # billing on disconnect for most of its upstreams; Google and Hugging Face do not.
     bills_abandoned_streams: ClassVar[bool] = True
+    # Other names accepted for it (GPT_PROVIDER, the API's ``provider``, ``v1`` model prefixes).
+    aliases: ClassVar[tuple[str, ...]] = ()
+    # Where people create a key (linked from the admin's key form).
+    key_page: ClassVar[str] = ""
+    # False for a server that takes no key (a local one): it is available without one.
+    requires_key: ClassVar[bool] = True
+    # Shorter input is a paste gone wrong (every built-in provider's keys are far longer).
+    min_key_length: ClassVar[int] = 16
 
-    def __init__(self, api_key: str, *, key_source: str | None = None):
-        if not api_key:
+    def __init__(self, api_key: str = "", *, key_source: str | None = None):
+        if not api_key and self.requires_key:
             raise ValueError("A provider needs a key; resolve one with llm_providers.keys.")
         self._api_key = api_key
-        self.key_source = key_source or f"the environment variable {self.key_setting}"
-        self.base_url = str(getattr(llm_settings, self.base_url_setting)).rstrip("/")
+        self.key_source = key_source or (
+            f"the environment variable {self.key_setting}" if api_key else "no key"
+        )
+        self.base_url = self.configured_base_url().rstrip("/")
         self.timeout = float(llm_settings.LLM_TIMEOUT)
 
     def __repr__(self) -> str:  # never the key
@@ -184,6 +194,16 @@ class Provider:
     @classmethod
     def default_model(cls) -> str:
         return str(getattr(llm_settings, cls.model_setting))
+
+    @classmethod
+    def configured_base_url(cls) -> str:
+        return str(getattr(llm_settings, cls.base_url_setting))
+
+    @classmethod
+    def configured_key(cls) -> str | None:
+        """The key from the Django setting or environment variable ``key_setting``, if any."""
+        value = getattr(llm_settings, cls.key_setting)
+        return str(value) if value else None
 
     @classmethod
     def check_model(cls, model: str) -> None:
@@ -276,7 +296,7 @@ class Provider:
             body = self.decode(response)
         except ProviderUnavailable:
             # Scrubbed before error_text cuts it to length, which could leave part of an echoed key.
-            body = response.text.replace(self._api_key, "[key]") if not stream else None
+            body = self._without_key(response.text) if not stream else None
         finally:
             response.close()
         error = self.scrub(self.read_error(response.status_code, body, response.headers))
@@ -334,13 +354,16 @@ class Provider:
 
     def scrub(self, error: LLMError) -> LLMError:
         """Remove the key from an error's message, wherever an upstream may have echoed it."""
-        if self._api_key in error.message:
-            error.message = error.message.replace(self._api_key, "[key]")
+        if self._api_key and self._api_key in error.message:
+            error.message = self._without_key(error.message)
             error.args = (error.message,)
         return error
 
+    def _without_key(self, text: str) -> str:
+        return text.replace(self._api_key, "[key]") if self._api_key else text
+
     def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}"}
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     # --- internals ------------------------------------------------------------------------------
 

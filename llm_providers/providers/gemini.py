@@ -51,6 +51,8 @@ class GeminiProvider(Provider):
     base_url_setting = "GEMINI_BASE_URL"
     key_prefix = "AIza"
     example_model = "gemini-2.5-flash"
+    aliases = ("google",)
+    key_page = "https://aistudio.google.com/app/apikey"
 
     @classmethod
     def check_model(cls, model: str) -> None:

@@ -31,6 +31,8 @@ class HuggingFaceProvider(OpenAICompatibleProvider):
     base_url_setting = "HF_BASE_URL"
     key_prefix = "hf_"
     example_model = "meta-llama/Llama-3.1-8B-Instruct"
+    aliases = ("hf",)
+    key_page = "https://huggingface.co/settings/tokens"
 
     @classmethod
     def check_model(cls, model: str) -> None:

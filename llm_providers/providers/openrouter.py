@@ -38,6 +38,7 @@ class OpenRouterProvider(OpenAICompatibleProvider):
     base_url_setting = "OPENROUTER_BASE_URL"
     key_prefix = "sk-or-"
     example_model = "openai/gpt-4-turbo"
+    key_page = "https://openrouter.ai/settings/keys"
     bills_abandoned_streams = False
 
     @classmethod

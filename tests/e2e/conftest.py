@@ -5,7 +5,9 @@ for the servers (a SQLite file; on a PostgreSQL run, a database created on that 
 dropped at the end), the ``main`` server (``make serve`` with all three provider keys, the
 primary detected by priority: Gemini) and, when a test asks for it, the ``solo`` server (the
 same production command and database, ``GPT_PROVIDER=huggingface``, no Gemini key). Users and
-DRF tokens are made with ``manage.py shell`` in a subprocess.
+DRF tokens are made with ``manage.py shell`` in a subprocess. The custom-provider tests add two
+more on the same database: ``local`` (only a keyless ``ollama`` from LLM_CUSTOM_PROVIDERS) and
+``local_primary`` (``GPT_PROVIDER=ollama`` beside a Hugging Face key).
 
 After every test (``e2e_invariants``): no scripted fault was left unused; every upstream request
 the fake saw is in the ledger (one row per provider attempt, ``retries`` counting the rest); the
@@ -209,6 +211,61 @@ def solo(make_command, upstream, database, main, e2e_dir):
     stop_server(server)
 
 
+def ollama_definition(upstream, **extra) -> str:
+    """``LLM_CUSTOM_PROVIDERS``: one keyless ``ollama`` on the fake's OpenAI-compatible route."""
+    return json.dumps(
+        [
+            {
+                "name": "ollama",
+                "label": "Ollama",
+                "base_url": upstream.openai_base_url("ollama"),
+                "default_model": "llama3.2",
+                "requires_key": False,
+                **extra,
+            }
+        ]
+    )
+
+
+@pytest.fixture(scope="session")
+def local(make_command, upstream, database, main, e2e_dir):
+    """A production server whose only provider is a keyless custom one from
+    LLM_CUSTOM_PROVIDERS (``ollama``): no key at all, no GPT_PROVIDER. Prices are read at every
+    call, so a price another process saves counts at once."""
+    env = server_env(
+        upstream,
+        database,
+        e2e_dir,
+        LLM_CUSTOM_PROVIDERS=ollama_definition(upstream),
+        LLM_PRICE_CACHE_SECONDS="0",
+    )
+    server = start_server(make_command, "local", env, e2e_dir)
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def local_primary(make_command, upstream, database, main, e2e_dir):
+    """``GPT_PROVIDER=ollama`` beside a Hugging Face key: ollama is primary though Hugging Face
+    comes first by priority, and the fallback of a failing Hugging Face."""
+    env = server_env(
+        upstream,
+        database,
+        e2e_dir,
+        GPT_PROVIDER="ollama",
+        HF_TOKEN=FAKE_KEYS["huggingface"],
+        LLM_CUSTOM_PROVIDERS=ollama_definition(upstream),
+    )
+    server = start_server(make_command, "local_primary", env, e2e_dir)
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+def local_api(local, accounts) -> Client:
+    return local.client(accounts["user"])
+
+
 @pytest.fixture
 def fake(upstream):
     """The fake upstream, reset by ``e2e_invariants`` before each test."""
@@ -243,7 +300,9 @@ def ledger(client: Client) -> list[dict]:
 
 
 def primary_of(server: Server) -> str:
-    return "huggingface" if server.env.get("GPT_PROVIDER") == "huggingface" else "gemini"
+    if server.env.get("GPT_PROVIDER"):
+        return server.env["GPT_PROVIDER"]
+    return "ollama" if server.name == "local" else "gemini"
 
 
 def assert_usage_matches_ledger(client: Client, rows: list[dict], who: str) -> None:

@@ -28,36 +28,26 @@ from llm_providers.exceptions import (
     RateLimited,
     UpstreamTimeout,
 )
-from llm_providers.providers.base import HTTPCall
-from llm_providers.providers.openai_compat import OpenAICompatibleProvider
+from llm_providers.providers.custom import custom_provider_class
 from llm_providers.results import ChatRequest, TextDelta
-from tests.conftest import OPENROUTER_URL
 from tests.providers import wire
 
 LOCAL_KEY = "local-server-key-0123456789SECRET"
 
 
-class LocalServer(OpenAICompatibleProvider):
-    """An OpenAI-compatible server with nothing particular about it (a local server, say). It
-    borrows OpenRouter's settings for its base URL and model: it is a test double."""
-
-    name = "local"
-    label = "Local server"
-    key_setting = "OPENROUTER_API_KEY"
-    model_setting = "OPENROUTER_MODEL"
-    base_url_setting = "OPENROUTER_BASE_URL"
-    example_model = "llama3.2"
-
-    def connection_test_call(self) -> HTTPCall:
-        return HTTPCall("GET", f"{self.base_url}/models", self.auth_headers())
-
+LOCAL_URL = "https://local.test/v1"
+# A custom provider of SPEC §12.1, made as the registry makes them from LLM_CUSTOM_PROVIDERS or an
+# admin row: an OpenAI-compatible server with nothing particular about it.
+LocalServer = custom_provider_class(
+    name="local", label="Local server", base_url=LOCAL_URL, default_model="llama3.2"
+)
 
 LOCAL = wire.openai_wire(
     "local",
     lambda **kw: LocalServer(LOCAL_KEY, **kw),
     LOCAL_KEY,
     "llama3.2",
-    f"{OPENROUTER_URL}/chat/completions",
+    f"{LOCAL_URL}/chat/completions",
 )
 WIRES = [*wire.WIRES, LOCAL]
 
@@ -93,7 +83,7 @@ def answer(http, w, body, *, stream=False, status=200, headers=None):
 
 
 def test_every_registered_provider_is_in_the_contract():
-    assert {w.name for w in wire.WIRES} == set(registry.provider_names())
+    assert {w.name for w in wire.WIRES} == {cls.name for cls in registry.BUILTIN_PROVIDERS}
     for w in wire.WIRES:
         assert type(w.make()) is registry.provider_class(w.name)
 
