@@ -85,9 +85,11 @@ def resolve_keys() -> dict[str, ResolvedKey]:
 
 
 def invalidate_keys(**kwargs) -> None:
-    """Forget this process's copy of the keys."""
+    """Forget this process's copy of the keys (and when it last marked each one used: a key id
+    may name another row after a flush)."""
     global _cached
     _cached = None
+    _last_marked.clear()
 
 
 def _setting_changed(*, setting: str, **kwargs) -> None:

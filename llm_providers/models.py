@@ -84,7 +84,8 @@ class APIKey(models.Model):
     def set_secret(self, secret: str) -> None:
         """Encrypt ``secret`` into this row (not saved). Only the mask's parts stay readable."""
         secret = secret.strip()
-        prefix = provider_class(self.provider).key_prefix
+        name = canonical_name(self.provider)  # None: a custom provider since removed
+        prefix = provider_class(name).key_prefix if name else ""
         self.encrypted_secret = crypto.encrypt(secret)
         self.secret_prefix = prefix if prefix and secret.startswith(prefix) else ""
         # Short secrets (never real keys, but possible input) reveal nothing.

@@ -294,10 +294,14 @@ def no_provider_error() -> ProviderNotConfigured:
     )
 
 
-def primary_provider(keys: Container[str]) -> str | None:
+def primary_provider(
+    keys: Container[str], classes: Iterable[type[Provider]] | None = None
+) -> str | None:
     """``GPT_PROVIDER`` if set, else the first provider (in priority order) in ``keys`` (the
-    names of the providers that are available: have a key, or need none)."""
+    names of the providers that are available: have a key, or need none). ``classes``: the
+    caller's ``provider_classes()``, when it has them already."""
     configured = configured_primary()
     if configured is not None:
         return configured
-    return next((name for name in provider_names() if name in keys), None)
+    classes = provider_classes() if classes is None else classes
+    return next((cls.name for cls in classes if cls.name in keys), None)

@@ -137,10 +137,11 @@ def plan(
     each with its default model. A named provider without a key is a configuration error (no
     fallback).
     """
+    classes = registry.provider_classes()
     if provider is not None:
         first = registry.provider_class(provider).name
     else:
-        first = registry.primary_provider(keys)
+        first = registry.primary_provider(keys, classes)
         if first is None:
             raise registry.no_provider_error()
     if first not in keys:
@@ -150,7 +151,7 @@ def plan(
     first_cls.check_model(first_model)
     chain = [Step(first_cls, first_model, keys[first], is_fallback=False)]
     if fallback:
-        for cls in registry.provider_classes():
+        for cls in classes:
             if cls.name != first and cls.name in keys:
                 chain.append(Step(cls, cls.default_model(), keys[cls.name], is_fallback=True))
     return chain
