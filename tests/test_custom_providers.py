@@ -365,3 +365,24 @@ def test_the_ledger_filter_offers_custom_providers(admin_client, fast_passwords,
     custom(KEYLESS_OLLAMA)
     html = admin_client.get(reverse("admin:llm_providers_ledgerentry_changelist")).content
     assert b"?provider__exact=ollama" in html
+
+
+@pytest.mark.django_db
+def test_the_ledger_filter_selects_a_custom_providers_rows(admin_client, fast_passwords, custom):
+    custom(KEYLESS_OLLAMA)
+    for provider in ("ollama", "gemini"):
+        LedgerEntry.objects.create(
+            request_id=provider, provider=provider, model="m", status="success", period="2026-01"
+        )
+    changelist = reverse("admin:llm_providers_ledgerentry_changelist")
+    rows = admin_client.get(changelist, {"provider__exact": "ollama"}).context["cl"].result_list
+    assert [row.provider for row in rows] == ["ollama"]
+
+
+@pytest.mark.django_db
+def test_gpt_provider_may_name_a_provider_defined_in_the_admin(settings):
+    CustomProvider.objects.create(name="lab", base_url=OLLAMA_URL, default_model="m")
+    settings.GPT_PROVIDER = "lab"
+    assert checks.check_gpt_provider(None) == []
+    settings.GPT_PROVIDER = "elsewhere"
+    assert [e.id for e in checks.check_gpt_provider(None)] == ["llm_providers.E001"]
