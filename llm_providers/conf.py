@@ -70,8 +70,8 @@ DEFAULTS: dict[str, Any] = {
     # Upper bounds a request is validated against.
     "LLM_MAX_PROMPT_CHARS": 200_000,
     "LLM_MAX_OUTPUT_TOKENS": 65_536,
-    # Per-user request rates of the REST API (DRF's "<count>/<sec|min|hour|day>"): every
-    # endpoint, and the generation endpoints (generate/, v1/chat/completions) on top of it.
+    # Per-user request rates of the REST API (DRF's "<count>/<sec|min|hour|day>"): the
+    # endpoints other than generation, and the generation ones (generate/, v1/chat/completions).
     "LLM_API_RATE": "600/min",
     "LLM_API_GENERATION_RATE": "60/min",
 }

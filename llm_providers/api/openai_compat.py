@@ -23,7 +23,7 @@ from .base import AppAPIView
 from .schema import OpenApiTypes, extend_schema, extend_schema_field
 from .serializers import StrictBooleanField, StrictFloatField, StrictIntegerField
 from .streaming import StreamingContentNegotiation, event_stream_response, sse
-from .throttling import GenerationRateThrottle, UserRateThrottle
+from .throttling import GenerationRateThrottle
 
 _FINISH = {
     "STOP": "stop",
@@ -157,7 +157,8 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
 
 
 class ChatCompletionsView(AppAPIView):
-    throttle_classes = [UserRateThrottle, GenerationRateThrottle]
+    # Its own rate only: one throttle history read and written per generation, not two.
+    throttle_classes = [GenerationRateThrottle]
     content_negotiation_class = StreamingContentNegotiation
 
     @extend_schema(

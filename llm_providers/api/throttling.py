@@ -9,7 +9,7 @@ from ..conf import llm_settings
 
 
 class UserRateThrottle(throttling.UserRateThrottle):
-    """Every endpoint: one rate per user (``LLM_API_RATE``)."""
+    """Every endpoint but the generation ones: one rate per user (``LLM_API_RATE``)."""
 
     scope = "llm_api"
     rate_setting = "LLM_API_RATE"
@@ -19,8 +19,9 @@ class UserRateThrottle(throttling.UserRateThrottle):
 
 
 class GenerationRateThrottle(UserRateThrottle):
-    """The endpoints that spend money upstream get their own, lower rate
-    (``LLM_API_GENERATION_RATE``)."""
+    """The endpoints that spend money upstream (``generate/``, ``v1/chat/completions``) have their
+    own, lower rate (``LLM_API_GENERATION_RATE``) instead of the general one: each throttle reads
+    and writes its history in the shared cache on every request, so one is half the cost of two."""
 
     scope = "llm_generation"
     rate_setting = "LLM_API_GENERATION_RATE"

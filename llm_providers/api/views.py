@@ -32,7 +32,7 @@ from .schema import (
     inline_serializer,
 )
 from .streaming import StreamingContentNegotiation, event_stream_response
-from .throttling import GenerationRateThrottle, UserRateThrottle
+from .throttling import GenerationRateThrottle
 
 _ERROR = inline_serializer(
     "Error",
@@ -47,7 +47,8 @@ _ERROR = inline_serializer(
 class GenerateView(AppAPIView):
     """Generate text (or JSON valid against ``json_schema``) with fallback across providers."""
 
-    throttle_classes = [UserRateThrottle, GenerationRateThrottle]
+    # Its own rate only: one throttle history read and written per generation, not two.
+    throttle_classes = [GenerationRateThrottle]
     content_negotiation_class = StreamingContentNegotiation
 
     @extend_schema(

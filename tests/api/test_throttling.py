@@ -50,14 +50,17 @@ def test_every_endpoint_shares_the_general_rate(api, staff_api, rates):
     assert staff_api.get(API + "keys/").status_code == 200
 
 
-def test_generation_counts_against_the_general_rate_too(api, use_keys, http, rates):
-    rates("2/min", "100/min")
+def test_generation_has_its_own_rate_apart_from_the_general_one(api, use_keys, http, rates):
+    """Generations count against ``LLM_API_GENERATION_RATE`` only; the other endpoints against
+    ``LLM_API_RATE``: neither spends the other's allowance."""
+    rates("2/min", "3/min")
     use_keys("gemini")
     http.post(gemini_generate_url(), body=gemini_response())
-    assert generate(api).status_code == 200
-    assert api.get(API + "usage/").status_code == 200
+    assert [generate(api).status_code for _ in range(3)] == [200, 200, 200]
     assert_throttled(generate(api))
-    assert len(http.calls) == 1
+    assert [api.get(API + "usage/").status_code for _ in range(2)] == [200, 200]
+    assert_throttled(api.get(API + "usage/"))
+    assert len(http.calls) == 3
 
 
 def test_health_is_never_throttled(anon, rates):
