@@ -80,7 +80,7 @@ run: $(STAMP) .env ## dev server: .venv, .env, migrations, admin account, runser
 # --worker-connections is 3 x threads: gthread keeps (connections - threads) idle keep-alive
 # connections per worker, and with none (connections = threads) every request of a keep-alive
 # client paid for a new TCP connection (c=32, no upstream delay: 277 -> 318 req/s with keep-alive).
-# Measured against gevent and other layouts with `make bench` (README, "Serving").
+# Measured against gevent and other layouts with `make bench` (docs/serving.md).
 # alwrity.gunicorn_hooks prepares each worker (URLconf
 # imported, garbage collector tuned). It needs a stable SECRET_KEY: a per-process random one
 # would give each worker its own sessions and its own derived encryption key. No control

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import router as db_router
 from django.db.models import F, Q, Value
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
@@ -22,7 +21,6 @@ from ..conf import llm_settings
 from ..exceptions import BudgetExceeded
 from .models import UsageBudget, UsageSummary, billing_period
 from .money import MONEY, ZERO, money_str, to_money
-from .writes import one_writer
 
 
 @dataclass(frozen=True)
@@ -134,12 +132,11 @@ def _reserve_update(user_id: int, period: str, limits: Limits, estimate: Decimal
         )
     if limits.calls is not None:
         room &= LessThanOrEqual(F("total_calls") + F("reserved_calls") + 1, limits.calls)
-    with one_writer(db_router.db_for_write(UsageSummary)):
-        return UsageSummary.objects.filter(room).update(
-            reserved_cost=F("reserved_cost") + amount,
-            reserved_calls=F("reserved_calls") + 1,
-            updated_at=timezone.now(),  # update() bypasses auto_now
-        )
+    return UsageSummary.objects.filter(room).update(
+        reserved_cost=F("reserved_cost") + amount,
+        reserved_calls=F("reserved_calls") + 1,
+        updated_at=timezone.now(),  # update() bypasses auto_now
+    )
 
 
 def _exceeded(user_id: int, period: str, limits: Limits, estimate: Decimal) -> BudgetExceeded:

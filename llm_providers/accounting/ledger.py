@@ -33,7 +33,6 @@ from .models import (
 )
 from .money import MONEY, ZERO, money_str, to_money
 from .prices import cost_of
-from .writes import write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +133,7 @@ def record_call(
         release = None
     if not (entries or deltas or release):
         return entries
-    with write_transaction(db_router.db_for_write(LedgerEntry)):
+    with transaction.atomic(using=db_router.db_for_write(LedgerEntry)):
         # The UPDATE first: on PostgreSQL it takes the row lock before anything else is done.
         if deltas and not add_to_summary(user_id, period, deltas):
             budgets.summary_row(user_id, period)  # the period's first call: create, retry

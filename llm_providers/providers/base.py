@@ -3,7 +3,7 @@ transport under them is ``http``).
 
 A provider module subclasses ``Provider`` (or ``OpenAICompatibleProvider``) and says only what is
 different about its service: how to build the request, how to read the answer, how to read its
-errors. See "Adding a provider" in the README for the checklist.
+errors. See docs/adding-a-provider.md for the checklist.
 
 A provider is pure HTTP: it never touches the database. It is built per call with the key the
 router resolved, and the key appears nowhere but in the request's auth header.
