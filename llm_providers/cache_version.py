@@ -13,12 +13,18 @@ or changes that bypass the signals (``QuerySet.update()``, raw SQL), the time to
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.db.models.signals import post_delete, post_save
+
+from .conf import llm_settings
+
+T = TypeVar("T")
 
 CACHE_KEY = "llm_providers:rows-version"
 
@@ -48,6 +54,37 @@ def _start() -> None:
     # one per change, the clock by far more): a vanished version costs one read, never a stale
     # copy.
     cache.add(CACHE_KEY, time.time_ns(), timeout=None)
+
+
+class KeptCopy(Generic[T]):
+    """A process's copy of what ``load`` reads from the database, kept while the version is the
+    one read before loading it and for at most ``LLM_KEY_CACHE_SECONDS`` (0: never kept)."""
+
+    def __init__(self, load: Callable[[], T]):
+        self._load = load
+        self._kept: tuple[T, float, int] | None = None  # (value, when read, version read before)
+
+    def get(self) -> T:
+        ttl = float(llm_settings.LLM_KEY_CACHE_SECONDS)
+        if ttl <= 0:
+            return self._load()
+        version = current()
+        kept = self._kept
+        if (
+            kept is not None
+            and version is not None
+            and kept[2] == version
+            and time.monotonic() - kept[1] < ttl
+        ):
+            return kept[0]
+        value = self._load()
+        # Inside a transaction the rows read may still be rolled back: not kept.
+        if version is not None and not connection.in_atomic_block:
+            self._kept = (value, time.monotonic(), version)
+        return value
+
+    def forget(self) -> None:
+        self._kept = None
 
 
 def changed(**kwargs) -> None:

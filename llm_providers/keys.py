@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass, field
 
 from django.core.signals import setting_changed
-from django.db import connection
 from django.utils import timezone
 
 from . import cache_version
-from .conf import DEFAULTS, llm_settings
+from .conf import DEFAULTS
 from .models import APIKey, mask_secret
 from .registry import provider_class, provider_classes
 
@@ -57,38 +56,16 @@ def stored_key(row: APIKey) -> ResolvedKey:
     )
 
 
-# (keys, when read, cache version read before them)
-_cached: tuple[dict[str, ResolvedKey], float, int] | None = None
-
-
 def resolve_keys() -> dict[str, ResolvedKey]:
     """Every provider's key: {provider name: ResolvedKey}. One read of the cache's version, and
     one query unless this process's copy is fresh (see the module docstring)."""
-    global _cached
-    ttl = float(llm_settings.LLM_KEY_CACHE_SECONDS)
-    if ttl <= 0:
-        return _read_keys()
-    cached = _cached
-    version = cache_version.current()
-    if (
-        cached is not None
-        and version is not None
-        and cached[2] == version
-        and time.monotonic() - cached[1] < ttl
-    ):
-        return dict(cached[0])
-    keys = _read_keys()
-    # Inside a transaction the rows read may still be rolled back: not kept.
-    if version is not None and not connection.in_atomic_block:
-        _cached = (keys, time.monotonic(), version)
-    return dict(keys)
+    return dict(_keys.get())
 
 
 def invalidate_keys(**kwargs) -> None:
     """Forget this process's copy of the keys (and when it last marked each one used: a key id
     may name another row after a flush)."""
-    global _cached
-    _cached = None
+    _keys.forget()
     _last_marked.clear()
 
 
@@ -110,6 +87,9 @@ def _read_keys() -> dict[str, ResolvedKey]:
         if key is not None:
             resolved[cls.name] = key
     return resolved
+
+
+_keys = cache_version.KeptCopy(_read_keys)
 
 
 def resolve_key(provider: str) -> ResolvedKey | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 from collections.abc import Container, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -161,9 +160,8 @@ def _stored_definitions(taken: Container[str]) -> list[dict[str, Any]]:
                 row.name,
             )
             continue
-        fields = ("name", "label", "base_url", "default_model", "requires_key", "priority")
         try:
-            definitions.append(custom_definition({f: getattr(row, f) for f in fields}))
+            definitions.append(custom_definition({f: getattr(row, f) for f in _CUSTOM_FIELDS}))
         except ValueError as exc:
             logger.warning("Custom provider row #%s is left out: %s", row.pk, exc)
     return definitions
@@ -193,34 +191,17 @@ def _load() -> tuple[type[Provider], ...]:
     return _ordered(custom_provider_class(**d) for d in definitions)
 
 
-# (classes in priority order, when read, cache version read before them)
-_cached: tuple[tuple[type[Provider], ...], float, int] | None = None
+_classes = cache_version.KeptCopy(_load)
 
 
 def provider_classes() -> tuple[type[Provider], ...]:
     """Every provider class, built-in and custom, in priority order."""
-    global _cached
-    ttl = float(llm_settings.LLM_KEY_CACHE_SECONDS)
-    cached = _cached
-    version = cache_version.current() if ttl > 0 else None
-    if (
-        cached is not None
-        and version is not None
-        and cached[2] == version
-        and time.monotonic() - cached[1] < ttl
-    ):
-        return cached[0]
-    classes = _load()
-    # Inside a transaction the rows read may still be rolled back: not kept.
-    if version is not None and not connection.in_atomic_block:
-        _cached = (classes, time.monotonic(), version)
-    return classes
+    return _classes.get()
 
 
 def invalidate(**kwargs: Any) -> None:
     """Forget this process's copy of the custom providers."""
-    global _cached
-    _cached = None
+    _classes.forget()
 
 
 setting_changed.connect(invalidate)
