@@ -8,13 +8,9 @@ still be rolled back), so only outside one do they show.
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -23,7 +19,7 @@ from rest_framework.authtoken.models import Token
 
 from llm_providers import cache_version, keys, structured
 from llm_providers.models import APIKey, LedgerEntry, UsageBudget, UsageSummary
-from tests.api.support import API
+from tests.api.support import API, project_process
 from tests.conftest import FAKE_KEYS
 from tests.providers.wire import (
     OPENROUTER_CHAT,
@@ -133,29 +129,9 @@ def test_another_process_s_change_is_seen_at_the_next_call(api, http, settings):
     assert generate(api).status_code == 200
 
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 def _other_process(code: str, cache_dir) -> str:
-    """Run ``code`` in a new process of the project with this test session's cache directory
-    (as another server worker, or ``manage.py``, of this machine); return what it printed."""
-    env = {
-        **os.environ,
-        "ALWRITY_ENV_FILE": "",
-        "DJANGO_SETTINGS_MODULE": "alwrity.settings",
-        "CACHE_DIR": str(cache_dir),
-    }
-    env.pop("REDIS_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); {code}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    """``code`` in another process of this machine: this test session's cache directory."""
+    return project_process(code, CACHE_DIR=str(cache_dir), REDIS_URL=None)
 
 
 def test_processes_of_a_machine_share_one_version(cache_dir):

@@ -4,24 +4,20 @@ Debian's ``redis-server`` (``.ci/run`` installs it when missing); without it the
 skipped. The server runs with no persistence, on a free port, for this module only.
 """
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from django.core.cache import cache
 
-from tests.api.support import API
+from tests.api.support import API, project_process
 from tests.api.test_throttling import assert_throttled, generate
 from tests.providers.wire import gemini_generate_url, gemini_response
 
 REDIS_SERVER = shutil.which("redis-server")
 NO_DISK = ("--appendonly", "no")
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 
@@ -77,27 +73,6 @@ def redis_cache(settings, redis_url):
     client.close()
 
 
-def _project_process(code: str, redis_url: str) -> str:
-    """Run ``code`` in a new process with the project's settings and ``REDIS_URL`` (as a server
-    of another machine would); return what it printed."""
-    env = {
-        **os.environ,
-        "ALWRITY_ENV_FILE": "",
-        "DJANGO_SETTINGS_MODULE": "alwrity.settings",
-        "REDIS_URL": redis_url,
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); {code}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def test_redis_url_configures_the_redis_cache(redis_url):
     """The project's own settings: REDIS_URL selects Django's RedisCache, and its client is
     installed (it was not, once, so REDIS_URL failed at the first cache use)."""
@@ -105,7 +80,7 @@ def test_redis_url_configures_the_redis_cache(redis_url):
         "from django.core.cache import cache; from django.conf import settings; "
         "cache.set('probe', 41); print(settings.CACHES['default']['BACKEND'], cache.get('probe'))"
     )
-    printed = _project_process(code, redis_url)
+    printed = project_process(code, REDIS_URL=redis_url)
     assert printed.split() == ["django.core.cache.backends.redis.RedisCache", "41"]
 
 
@@ -116,7 +91,7 @@ def test_a_change_in_one_server_is_seen_by_another(redis_cache, redis_url):
 
     before = cache_version.current()
     code = "from llm_providers import cache_version as v; v.bump(); print(v.current())"
-    bumped = int(_project_process(code, redis_url))
+    bumped = int(project_process(code, REDIS_URL=redis_url))
     assert cache_version.current() == bumped != before
 
 
