@@ -41,8 +41,27 @@ DEFAULTS: dict[str, Any] = {
     # default_model and optionally label, requires_key (default true) and priority. Checked by
     # ``llm_providers.registry`` (a system check reports a malformed list).
     "LLM_CUSTOM_PROVIDERS": [],
-    # Seconds for one upstream request: the connect timeout and the timeout of each read.
+    # Seconds a non-streamed answer may take to arrive (each read of the socket).
     "LLM_TIMEOUT": 60.0,
+    # SPEC §5.1 timeouts: opening a connection; a stream's first text (keep-alive comments do
+    # not count); silence inside a started stream; one request in all, retries and fallbacks
+    # included. A provider that timed out is not retried: the chain moves on.
+    "LLM_CONNECT_TIMEOUT": 5.0,
+    "LLM_FIRST_TOKEN_TIMEOUT": 30.0,
+    "LLM_STREAM_IDLE_TIMEOUT": 30.0,
+    "LLM_REQUEST_DEADLINE": 300.0,
+    # Circuits (SPEC §5.1): this many consecutive failed calls open a provider's circuit for
+    # LLM_CIRCUIT_COOLDOWN seconds, then one probe is let through.
+    "LLM_CIRCUIT_FAILURES": 3,
+    "LLM_CIRCUIT_COOLDOWN": 30.0,
+    # The chain after a model: {"<provider>/<model>": ["<provider>/<model>", ...]}. Empty: the
+    # other available providers with their default models.
+    "LLM_FALLBACKS": {},
+    # The sweep of dead processes' ledger rows (SPEC §7): an attempt still in flight this many
+    # seconds after LLM_REQUEST_DEADLINE is interrupted; the server sweeps every
+    # LLM_SWEEP_INTERVAL seconds (one process at a time, through the shared cache).
+    "LLM_SWEEP_GRACE": 60.0,
+    "LLM_SWEEP_INTERVAL": 20.0,
     "LLM_MAX_RETRIES": 3,
     "LLM_RETRY_BASE_DELAY": 1.0,
     "LLM_RETRY_MAX_DELAY": 30.0,

@@ -32,6 +32,9 @@ class LLMError(Exception):
 
     code = "llm_error"
     status = 500
+    # Seconds the upstream asked to wait before trying again (Retry-After, Gemini's RetryInfo,
+    # Hugging Face's estimated_time), when it said; kept through to the final error.
+    retry_after: float | None = None
     # Set by providers on the instance: whether the HTTP layer may retry it, and what a
     # stream or a structured-output retry had consumed before failing (for the ledger).
     retryable = False
@@ -99,6 +102,20 @@ class InvalidRequest(CallerError):
         return body
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt (plus the output asked for) does not fit the model's context window. A caller
+    error for that model only: the router moves down the chain, where a larger window may fit."""
+
+    code = "context_length_exceeded"
+
+
+class ContentPolicyViolation(InvalidRequest):
+    """The provider refused the content (its reason is in the message). Stops the request:
+    another model would most likely refuse it too, and each try costs."""
+
+    code = "content_policy_violation"
+
+
 class ModelNotFound(CallerError):
     code = "model_not_found"
     status = 404
@@ -128,6 +145,14 @@ class ProviderUnavailable(ProviderFailure):
 class UpstreamTimeout(ProviderUnavailable):
     code = "upstream_timeout"
     status = 504
+
+
+class StreamInterrupted(ProviderFailure):
+    """A stream broke after text reached the client and no entry of the chain could continue
+    it: the client must not take the text it has as a complete answer."""
+
+    code = "stream_interrupted"
+    status = 502
 
 
 class RateLimited(ProviderFailure):
@@ -209,11 +234,7 @@ class AllProvidersFailed(ProviderFailure):
         if len(codes) == 1 and (only := codes.pop()) in _UNANIMOUS_CODES:
             self.code = only
             self.status = _UNANIMOUS_CODES[only].status
-        hints = [
-            f.error.retry_after
-            for f in failures
-            if isinstance(f.error, RateLimited) and f.error.retry_after is not None
-        ]
+        hints = [f.error.retry_after for f in failures if f.error.retry_after is not None]
         self.retry_after = min(hints) if hints else None
 
     def as_dict(self) -> dict:
