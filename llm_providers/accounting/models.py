@@ -31,6 +31,10 @@ class CostSource(models.TextChoices):
 class CallStatus(models.TextChoices):
     SUCCESS = "success", "success"
     ERROR = "error", "error"
+    # Written before the upstream request; becomes success or error when the attempt ends.
+    IN_FLIGHT = "in_flight", "in flight"
+    # Still in flight long after the request deadline: its process died mid-call (SPEC §7).
+    INTERRUPTED = "interrupted", "interrupted"
 
 
 def billing_period(when=None) -> str:
@@ -41,8 +45,11 @@ def billing_period(when=None) -> str:
 class LedgerEntry(models.Model):
     """One provider attempt of one request, success or failure (retries inside it included).
 
-    Rows are written once, by ``accounting.ledger.record_call``, and never edited: an admin's
-    correction of spend is a ``UsageAdjustment``.
+    A row is written ``in_flight`` before its upstream request (``ledger.begin_attempt``) and
+    settled once, by a conditional update on that status: into ``success``/``error`` when the
+    attempt ends (``ledger.finish_attempt``), or into ``interrupted`` by the sweep when its
+    process died (``accounting.sweeper``). ``ledger.record_call`` writes settled rows at once.
+    Settled rows are never edited: an admin's correction of spend is a ``UsageAdjustment``.
     """
 
     request_id = models.CharField(max_length=32, db_index=True)
@@ -62,11 +69,16 @@ class LedgerEntry(models.Model):
     cost = MoneyField(default=ZERO, help_text="USD")
     cost_source = models.CharField(max_length=16, choices=CostSource.choices)
     latency_ms = models.PositiveIntegerField(default=0)
-    status = models.CharField(max_length=8, choices=CallStatus.choices)
+    status = models.CharField(max_length=16, choices=CallStatus.choices)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     retries = models.PositiveSmallIntegerField(default=0)
     is_fallback = models.BooleanField(default=False)
+    # The request's worst-case cost: what the attempt is charged if it is interrupted.
+    estimate = MoneyField(default=ZERO, help_text="USD")
+    # Whether the user's summary (of this row's period) holds a budget reservation of
+    # ``estimate`` and one call for this row: true only while the row is in flight.
+    reserved = models.BooleanField(default=False)
     period = models.CharField(max_length=7, db_index=True, help_text="YYYY-MM (UTC)")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
@@ -74,7 +86,15 @@ class LedgerEntry(models.Model):
         verbose_name = "ledger entry"
         verbose_name_plural = "ledger"
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["user", "created_at"], name="ledger_user_created")]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="ledger_user_created"),
+            # The sweep's query, every few seconds: only the (few) rows in flight.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status="in_flight"),
+                name="ledger_in_flight",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model} {self.status} {self.created_at:%Y-%m-%d %H:%M:%S}"
