@@ -139,6 +139,10 @@ def server_env(upstream, database, e2e_dir, **settings: str) -> dict[str, str]:
         "LLM_RETRY_MAX_DELAY": "0.2",
         "LLM_API_RATE": "100000/min",
         "LLM_API_GENERATION_RATE": "100000/min",
+        # The fault tests script failures test after test on servers that live for the whole
+        # session: circuits would carry one test's failures into the next. Circuits are tested
+        # on servers of their own (test_failover_bench.py, test_circuits_e2e.py).
+        "LLM_CIRCUIT_FAILURES": "1000000",
         "GUNICORN_WORKERS": str(WORKERS),
         **settings,
     }
