@@ -1,17 +1,24 @@
 """Recording usage: every provider attempt becomes a ledger row, and its user's summary is
 updated in the same transaction, by ``F(column) + delta`` in the database.
 
-``record_call`` is the one function every path ends in (``llm_text_gen``, the provider
-functions, streams — finished, failed or abandoned). Under any concurrency each summary equals
-the sum of its ledger rows (plus admins' adjustments), because the row is never read and
-re-written: the database adds the deltas itself.
+An attempt is in the ledger from the moment it starts (SPEC §7): ``begin_attempt`` writes its
+row ``in_flight`` before the upstream request, ``finish_attempt`` settles it (and hands the
+request's budget reservation to the next attempt of the chain, or releases it), and if the
+process dies in between, the sweep (``accounting.sweeper``) settles it as ``interrupted``.
+``record_call`` writes the rows of attempts that are already over, in one go.
+
+Under any concurrency each summary equals the sum of its ledger rows (plus admins'
+adjustments), and its reservations the estimates of its reserved rows in flight, because no
+row is read and re-written: the database adds the deltas itself, and a row in flight is
+settled by an ``UPDATE … WHERE status = 'in_flight'`` that only one settler can win.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from typing import TypedDict
 
 from django.core.exceptions import ValidationError
 from django.db import router as db_router
@@ -174,6 +181,219 @@ def record_call_safely(
         if llm_settings.LLM_STRICT_ACCOUNTING:
             raise
         return ledger_entries(request_id, user_id, attempts)
+
+
+# --- Attempts in flight -------------------------------------------------------------------------
+
+Change = tuple[int | None, str, Mapping[str, int | Decimal]]  # (user_id, period, deltas)
+
+
+class NextAttempt(TypedDict):
+    provider: str
+    model: str
+    is_fallback: bool
+
+
+class AttemptAlreadySettled(RuntimeError):
+    """``finish_attempt`` was called on a row that another ``finish_attempt`` had already
+    settled: a bug in the caller. Nothing was written."""
+
+
+def begin_attempt(
+    request_id: str,
+    user_id: int | None,
+    *,
+    provider: str,
+    model: str,
+    is_fallback: bool,
+    estimate: Decimal,
+    reservation: Reservation | None,
+) -> LedgerEntry:
+    """INSERT the attempt's row, status ``in_flight``, before its upstream request (one
+    statement, in autocommit: the row is visible, and sweepable, even if this process dies).
+
+    ``estimate``: the request's worst-case cost, charged if the attempt is interrupted.
+    ``reservation``: the request's budget reservation (``budgets.reserve``), now held by this
+    row; its cost must be the estimate. The row's period is the reservation's, so its cost and
+    its release land on the summary row the budget was checked on.
+    """
+    estimate = to_money(max(estimate, ZERO))
+    if reservation is not None:
+        _check_reservation(user_id, estimate, reservation)
+    return _in_flight_row(
+        request_id,
+        user_id,
+        provider=provider,
+        model=model,
+        is_fallback=is_fallback,
+        estimate=estimate,
+        reservation=reservation,
+    )
+
+
+def _check_reservation(user_id: int | None, estimate: Decimal, reservation: Reservation) -> None:
+    if (reservation.user_id, reservation.cost, reservation.calls) != (user_id, estimate, 1):
+        raise ValueError(
+            f"The reservation ({reservation}) is not one call of the estimate {estimate} for "
+            f"user {user_id}: a row in flight holds exactly what the sweep would release."
+        )
+
+
+def _in_flight_row(
+    request_id: str,
+    user_id: int | None,
+    *,
+    provider: str,
+    model: str,
+    is_fallback: bool,
+    estimate: Decimal,
+    reservation: Reservation | None,
+) -> LedgerEntry:
+    return LedgerEntry.objects.create(
+        request_id=request_id,
+        user_id=user_id,
+        provider=provider,
+        model=model[:200],
+        is_fallback=is_fallback,
+        status=CallStatus.IN_FLIGHT,
+        estimate=estimate,
+        reserved=reservation is not None,
+        period=reservation.period if reservation is not None else billing_period(),
+    )
+
+
+def finish_attempt(
+    entry: LedgerEntry,
+    attempt: Attempt,
+    *,
+    reservation: Reservation | None,
+    next_attempt: NextAttempt | None = None,
+) -> tuple[LedgerEntry, LedgerEntry | None]:
+    """Settle ``entry`` (from ``begin_attempt``, or the in-flight row returned by an earlier
+    ``finish_attempt``) with the attempt's outcome, in one transaction:
+
+    - the row becomes the attempt's final row (``success``/``error``, priced as
+      ``ledger_entries`` prices it) and its summary (the row's period) gets its deltas;
+    - ``next_attempt`` is None: the reservation the row holds is released (in the same
+      ``UPDATE`` when it is of the row's period);
+    - ``next_attempt`` (``{"provider", "model", "is_fallback"}``): a new ``in_flight`` row of the
+      same request is inserted and takes the reservation over (it is not released).
+
+    Returns (final row, new in-flight row or None). When the sweep interrupted the row
+    meanwhile (the call outlived ``LLM_REQUEST_DEADLINE`` + ``LLM_SWEEP_GRACE``), its charge is
+    replaced by the real one in the same transaction; the sweep has released the reservation,
+    so the new row, if any, holds none. Raises ``AttemptAlreadySettled`` if the row was
+    already finished, ``ValueError`` if it holds a reservation and none is given, and
+    database errors as they come (nothing is written then: the row stays in flight).
+    """
+    if entry.reserved and reservation is None:
+        raise ValueError(f"Ledger row {entry.pk} holds a reservation: pass it to finish_attempt.")
+    held = reservation if entry.reserved else None
+    [final] = ledger_entries(entry.request_id, entry.user_id, [attempt])
+    final.pk, final.period, final.created_at = entry.pk, entry.period, entry.created_at
+    final.estimate, final.reserved = entry.estimate, False
+    released = held if next_attempt is None else None
+    changes: list[Change] = [(entry.user_id, entry.period, summary_deltas([final]))]
+    if released is not None:
+        changes.append((released.user_id, released.period, budgets.release_deltas(released)))
+    following = None
+    with transaction.atomic(using=db_router.db_for_write(LedgerEntry)):
+        add_to_summaries(changes)  # first: on PostgreSQL it takes the summary's row lock
+        settled = LedgerEntry.objects.filter(pk=entry.pk, status=CallStatus.IN_FLIGHT).update(
+            **_settled_fields(final)
+        )
+        swept = not settled
+        if swept:
+            _replace_sweep_charge(entry, final, released)
+        if next_attempt is not None:
+            following = _in_flight_row(
+                entry.request_id,
+                entry.user_id,
+                provider=next_attempt["provider"],
+                model=next_attempt["model"],
+                is_fallback=next_attempt["is_fallback"],
+                estimate=entry.estimate,
+                reservation=None if swept else held,
+            )
+    return final, following
+
+
+# The columns an attempt's outcome sets on its row (request, user, period, time stay).
+SETTLED_FIELDS = (
+    "provider",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "cost_source",
+    "latency_ms",
+    "status",
+    "error_code",
+    "error_message",
+    "retries",
+    "is_fallback",
+    "reserved",
+)
+
+
+def _settled_fields(entry: LedgerEntry) -> dict:
+    return {name: getattr(entry, name) for name in SETTLED_FIELDS}
+
+
+def _replace_sweep_charge(
+    entry: LedgerEntry, final: LedgerEntry, released: Reservation | None
+) -> None:
+    """The row was interrupted by the sweep while its call went on: take the sweep's charge
+    off its summary, give back the release made twice (the sweep released the reservation
+    too), and write the real outcome over the interrupted row. Inside ``finish_attempt``'s
+    transaction, after its summary update (so in the same lock order)."""
+    swept = LedgerEntry.objects.filter(pk=entry.pk, status=CallStatus.INTERRUPTED).first()
+    if swept is None:
+        raise AttemptAlreadySettled(f"Ledger row {entry.pk} was already finished.")
+    logger.warning(
+        "LLM attempt %s of request %s finished after the sweep had interrupted it; its "
+        "charged estimate is replaced by its real cost %s.",
+        entry.pk,
+        entry.request_id,
+        money_str(final.cost),
+    )
+    changes: list[Change] = [(swept.user_id, swept.period, _negated(summary_deltas([swept])))]
+    if released is not None:
+        changes.append(
+            (released.user_id, released.period, _negated(budgets.release_deltas(released)))
+        )
+    add_to_summaries(changes)
+    LedgerEntry.objects.filter(pk=entry.pk, status=CallStatus.INTERRUPTED).update(
+        **_settled_fields(final)
+    )
+
+
+def _negated(deltas: Mapping[str, int | Decimal]) -> dict[str, int | Decimal]:
+    return {column: -amount for column, amount in deltas.items()}
+
+
+def add_to_summaries(changes: Iterable[Change]) -> None:
+    """Apply ``(user_id, period, deltas)`` changes, one ``F()`` update per summary row, in the
+    order given; deltas of the same row are summed and zero amounts left out. A missing row
+    (the period's first call) is created first. Call inside a transaction."""
+    merged: dict[tuple[int | None, str], dict[str, int | Decimal]] = {}
+    for user_id, period, deltas in changes:
+        row = merged.setdefault((user_id, period), {})
+        for column, amount in deltas.items():
+            row[column] = row.get(column, 0) + amount
+    for (user_id, period), deltas in merged.items():
+        deltas = {column: amount for column, amount in deltas.items() if amount}
+        if deltas and not add_to_summary(user_id, period, deltas):
+            budgets.summary_row(user_id, period)
+            add_to_summary(user_id, period, deltas)
+
+
+def release(reservation: Reservation | None) -> None:
+    """Release a reservation that no attempt holds (a request refused, or failed, before its
+    first ``begin_attempt``): one ``UPDATE``."""
+    if reservation is not None:
+        add_to_summary(reservation.user_id, reservation.period, budgets.release_deltas(reservation))
 
 
 # --- Admins' corrections -------------------------------------------------------------------------
