@@ -7,6 +7,7 @@ application, before its first request.
 """
 
 import gc
+import math
 import os
 
 # Gunicorn reads this module before it loads the application, so Django is not set up yet;
@@ -17,8 +18,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alwrity.settings")
 from llm_providers.conf import llm_settings  # after DJANGO_SETTINGS_MODULE is set
 
 # On a stop signal (SIGTERM, a deploy), let every call in flight finish before the workers are
-# killed: a call may last LLM_REQUEST_DEADLINE, plus time to record it and answer.
-graceful_timeout = float(llm_settings.LLM_REQUEST_DEADLINE) + 30
+# killed: a call may last LLM_REQUEST_DEADLINE, plus time to record it and answer. (Gunicorn
+# takes whole seconds.)
+graceful_timeout = math.ceil(float(llm_settings.LLM_REQUEST_DEADLINE)) + 30
 
 # Young-generation collections every 50,000 allocations instead of 700. One API request
 # allocates tens of thousands of objects, and with a hundred requests in flight per worker
