@@ -12,10 +12,11 @@ router resolved, and the key appears nowhere but in the request's auth header.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from decimal import Decimal
@@ -27,6 +28,8 @@ import tenacity
 
 from ..conf import llm_settings
 from ..exceptions import (
+    ContentPolicyViolation,
+    ContextLengthExceeded,
     InsufficientCredits,
     InvalidRequest,
     InvalidStructuredOutput,
@@ -47,8 +50,12 @@ from .sse import iter_sse_data
 # SPEC §5: what is retried. 400/401/403/404 never are.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
-# The sleep between retries; tests replace it to record the waits instead of waiting.
+logger = logging.getLogger(__name__)
+
+# The sleep between retries and the clock deadlines are read from; tests replace them to record
+# the waits instead of waiting (both are looked up at each use).
 sleep = time.sleep
+monotonic = time.monotonic
 
 
 @dataclass
@@ -61,6 +68,9 @@ class StreamState:
     finish_reason: str | None = None
     response_id: str | None = None
     finished: bool = False  # saw the provider's end marker ([DONE] or a finish reason)
+    # When the first text arrived (``monotonic()``); None until then. SSE comments, empty
+    # events and role-only chunks are not text.
+    first_text_at: float | None = None
 
 
 # --- Retries -------------------------------------------------------------------------------------
@@ -81,12 +91,26 @@ class RetryWait(tenacity.wait.wait_base):
         return max(delay, hint) if hint else delay
 
 
-def retrying(max_retries: int | None = None) -> tenacity.Retrying:
+class stop_before_deadline(tenacity.stop.stop_base):
+    """Stop when the next wait would end at or after ``deadline`` (a ``monotonic()`` instant):
+    sleeping into the deadline would leave no time for the attempt it waits for."""
+
+    def __init__(self, deadline: float | None):
+        self.deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        if self.deadline is None:
+            return False
+        return monotonic() + retry_state.upcoming_sleep >= self.deadline
+
+
+def retrying(max_retries: int | None = None, *, deadline: float | None = None) -> tenacity.Retrying:
     """The retry policy of SPEC §5, from the settings as they are now.
 
     Errors marked ``retryable`` are tried again, at most ``LLM_MAX_RETRIES`` times (or
     ``max_retries``), after a ``RetryWait``; a wait that would end ``LLM_RETRY_TOTAL_TIMEOUT``
-    or more after the first attempt began ends the retries instead. The last error is raised.
+    or more after the first attempt began, or at or after ``deadline``, ends the retries
+    instead. The last error is raised.
     """
     retries = int(llm_settings.LLM_MAX_RETRIES) if max_retries is None else max_retries
     return tenacity.Retrying(
@@ -94,6 +118,7 @@ def retrying(max_retries: int | None = None) -> tenacity.Retrying:
         stop=(
             tenacity.stop_after_attempt(retries + 1)
             | tenacity.stop_before_delay(float(llm_settings.LLM_RETRY_TOTAL_TIMEOUT))
+            | stop_before_deadline(deadline)
         ),
         wait=RetryWait(
             float(llm_settings.LLM_RETRY_BASE_DELAY), float(llm_settings.LLM_RETRY_MAX_DELAY)
@@ -178,7 +203,12 @@ class Provider:
     # Shorter input is a paste gone wrong (every built-in provider's keys are far longer).
     min_key_length: ClassVar[int] = 16
 
-    def __init__(self, api_key: str = "", *, key_source: str | None = None):
+    def __init__(
+        self, api_key: str = "", *, key_source: str | None = None, deadline: float | None = None
+    ):
+        """``deadline``: a ``time.monotonic()`` instant by which the whole call, retries
+        included, must end; every wait (connect, read, retry sleep) is capped by the time left.
+        """
         if not api_key and self.requires_key:
             raise ValueError("A provider needs a key; resolve one with llm_providers.keys.")
         self._api_key = api_key
@@ -186,7 +216,12 @@ class Provider:
             f"the environment variable {self.key_setting}" if api_key else "no key"
         )
         self.base_url = self.configured_base_url().rstrip("/")
+        self.deadline = deadline
+        # SPEC §5.1's bounds, read once per call.
+        self.connect_timeout = float(llm_settings.LLM_CONNECT_TIMEOUT)
         self.timeout = float(llm_settings.LLM_TIMEOUT)
+        self.first_token_timeout = float(llm_settings.LLM_FIRST_TOKEN_TIMEOUT)
+        self.stream_idle_timeout = float(llm_settings.LLM_STREAM_IDLE_TIMEOUT)
 
     def __repr__(self) -> str:  # never the key
         return f"<{type(self).__name__} key from {self.key_source}>"
@@ -224,7 +259,9 @@ class Provider:
 
     def read_error(self, status: int, body: Any, headers: Mapping[str, str]) -> LLMError:
         """Map an HTTP error (or an error object inside a 200/stream) to an exception."""
-        return self.error_for_status(status, error_text(body), headers=headers)
+        return self.error_for_status(
+            status, error_text(body), headers=headers, codes=error_codes(body)
+        )
 
     def connection_test_call(self) -> HTTPCall:
         """The cheapest authenticated request, for the admin's "test connection"."""
@@ -234,7 +271,7 @@ class Provider:
 
     def complete(self, request: ChatRequest) -> Completion:
         """Generate a completion; with a JSON schema, parse and validate it (one retry)."""
-        started = time.monotonic()
+        started = monotonic()
         first = self._complete_once(request)
         if request.json_schema is not None:
             first = self._with_structured_data(first, request)
@@ -247,13 +284,13 @@ class Provider:
         Iterate the result for ``TextDelta`` items; once exhausted, ``.completion`` holds the
         final text and usage. An error after the first byte raises with ``partial_usage``.
         """
-        started = time.monotonic()
+        started = monotonic()
         response, requests_made = self.send(self.build_call(request, stream=True), stream=True)
         return ProviderStream(self, response, requests_made, request.model, started)
 
     def test_connection(self) -> str:
         """Check the key with the provider's cheapest endpoint; raise the mapped error if not."""
-        started = time.monotonic()
+        started = monotonic()
         response, _ = self.send(self.connection_test_call(), max_retries=0)
         response.close()
         return f"{self.label} accepted the key ({_ms_since(started)} ms)."
@@ -269,27 +306,57 @@ class Provider:
 
         def attempt() -> requests.Response:
             nonlocal made
-            made += 1
             try:
-                return self._send_once(call, stream=stream)
+                # A stream's first read waits for its first text (headers included).
+                read = self.first_token_timeout if stream else self.timeout
+                timeouts = (self.capped(self.connect_timeout), self.capped(read))
+                made += 1
+                return self._send_once(call, stream=stream, timeouts=timeouts)
             except LLMError as exc:
                 exc.requests = made
                 raise
 
-        return retrying(max_retries)(attempt), made
+        return retrying(max_retries, deadline=self.deadline)(attempt), made
 
-    def _send_once(self, call: HTTPCall, *, stream: bool) -> requests.Response:
+    def time_left(self) -> float | None:
+        """Seconds until the call's deadline (negative once passed); None without one."""
+        return None if self.deadline is None else self.deadline - monotonic()
+
+    def capped(self, seconds: float) -> float:
+        """``seconds``, or the time left before the deadline when that is shorter. No time
+        left is an ``UpstreamTimeout`` (not retried: there is no time for it)."""
+        left = self.time_left()
+        if left is None:
+            return seconds
+        if left <= 0:
+            raise UpstreamTimeout(
+                f"{self.label}: the request's deadline passed before an answer came",
+                provider=self.name,
+            )
+        return min(seconds, left)
+
+    def _send_once(
+        self, call: HTTPCall, *, stream: bool, timeouts: tuple[float, float]
+    ) -> requests.Response:
         try:
-            response = http.send(call, timeout=self.timeout, stream=stream)
+            response = http.send(call, timeout=timeouts, stream=stream)
         except requests.exceptions.RequestException as exc:
-            raise self._retryable(
-                network_error(
-                    self,
-                    exc,
-                    timed_out=f"{self.label} did not answer within {self.timeout:g}s",
-                    broken=f"Could not reach {self.label}: {type(exc).__name__}",
-                )
-            ) from None
+            connect, read = timeouts
+            error = network_error(
+                self,
+                exc,
+                timed_out=(
+                    f"{self.label} did not accept the connection within {connect:g}s"
+                    if isinstance(exc, requests.exceptions.ConnectTimeout)
+                    else f"{self.label} did not answer within {read:g}s"
+                ),
+                broken=f"Could not reach {self.label}: {type(exc).__name__}",
+            )
+            # A silent provider is not asked again (SPEC §5.1: the chain moves on); a refused
+            # or reset connection is.
+            if not isinstance(error, UpstreamTimeout):
+                self._retryable(error)
+            raise error from None
         if response.status_code < 400:
             return response
         try:
@@ -323,13 +390,26 @@ class Provider:
     # --- helpers for subclasses -----------------------------------------------------------------
 
     def error_for_status(
-        self, status: int, message: str, *, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        codes: Collection[str] = (),
     ) -> LLMError:
-        """The default mapping of an HTTP status to the hierarchy; providers refine it."""
+        """The default mapping of an HTTP status to the hierarchy; providers refine it.
+
+        ``codes`` are the machine-readable codes of the error body (``error_codes``); with the
+        message they tell a context-length error, a content-policy refusal and a region the
+        provider does not serve from other 4xx (see ``refusal_for``).
+        """
         detail = f"{self.label} answered HTTP {status}: {message}"
         if status == 429:
             retry_after = parse_retry_after((headers or {}).get("Retry-After"))
             return RateLimited(detail, retry_after=retry_after, provider=self.name)
+        refusal = self.refusal_for(status, message, codes)
+        if refusal is not None:
+            return refusal
         if status in (401, 403):
             return ProviderAuthError(
                 f"{self.label} rejected the key from {self.key_source} (HTTP {status}: {message})",
@@ -351,6 +431,32 @@ class Provider:
         if 400 <= status < 500:
             return InvalidRequest(detail, provider=self.name)
         return ProviderUnavailable(detail, provider=self.name)
+
+    def refusal_for(
+        self, status: int, message: str, codes: Collection[str] = ()
+    ) -> LLMError | None:
+        """What a 4xx that is not about the key, the credit or the model means, when its code
+        or words say: ``ContextLengthExceeded`` (another model may have a larger window),
+        ``ContentPolicyViolation`` (the reason is in the message), or ``ProviderUnavailable``
+        for a region the provider does not serve (nothing the caller or the key can change).
+        None when it is none of these."""
+        if not 400 <= status < 500 or status in (401, 402, 404, 408, 429):
+            return None
+        detail = f"{self.label} answered HTTP {status}: {message}"
+        codes = {str(c).lower() for c in codes}
+        if codes & CONTEXT_LENGTH_CODES or CONTEXT_LENGTH_WORDS.search(message):
+            return ContextLengthExceeded(detail, provider=self.name)
+        if codes & CONTENT_POLICY_CODES or CONTENT_POLICY_WORDS.search(message):
+            return ContentPolicyViolation(
+                f"{self.label} refused the content: {message}", provider=self.name
+            )
+        if codes & REGION_CODES or REGION_WORDS.search(message):
+            return ProviderUnavailable(
+                f"{self.label} does not serve the region this server calls from "
+                f"(HTTP {status}: {message})",
+                provider=self.name,
+            )
+        return None
 
     def scrub(self, error: LLMError) -> LLMError:
         """Remove the key from an error's message, wherever an upstream may have echoed it."""
@@ -428,6 +534,39 @@ class Provider:
         return error
 
 
+# What tells a context-length error, a content-policy refusal and an unserved region apart
+# from other 4xx: OpenAI-style ``error.code``/``type`` and OpenRouter's ``metadata.error_type``
+# (PROVIDERS.md §1.5), else the words each provider uses.
+CONTEXT_LENGTH_CODES = frozenset(
+    {"context_length_exceeded", "max_tokens_exceeded", "token_limit_exceeded", "string_too_long"}
+)
+CONTEXT_LENGTH_WORDS = re.compile(
+    r"context[ _-]?length|context window|maximum context|too many tokens|prompt is too long"
+    r"|input token count.{0,40}exceeds"  # Gemini
+    r"|`inputs` tokens \+ `max_new_tokens` must be",  # Hugging Face TGI
+    re.IGNORECASE,
+)
+CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "moderation"})
+CONTENT_POLICY_WORDS = re.compile(
+    r"content[ _-]?policy|content management policy|moderation|flagged", re.IGNORECASE
+)
+REGION_CODES = frozenset({"unsupported_country_region_territory"})
+REGION_WORDS = re.compile(
+    r"\b(country|region|territory|location)\b[^.]{0,30}\bnot supported", re.IGNORECASE
+)
+
+
+def error_codes(body: Any) -> set[str]:
+    """The machine-readable codes of an error body: ``error.code`` when it is a word (not an
+    HTTP status), ``error.type``, ``error.error_type`` and ``error.metadata.error_type``."""
+    err = body.get("error") if isinstance(body, Mapping) else None
+    if not isinstance(err, Mapping):
+        return set()
+    meta = err.get("metadata") if isinstance(err.get("metadata"), Mapping) else {}
+    found = (err.get("code"), err.get("type"), err.get("error_type"), meta.get("error_type"))
+    return {v for v in found if isinstance(v, str) and v and not v.isdigit()}
+
+
 def add_usage(a: Usage, b: Usage) -> Usage:
     cost = None
     if a.reported_cost is not None and b.reported_cost is not None:
@@ -473,7 +612,7 @@ def network_error(provider: Provider, exc: BaseException, *, timed_out: str, bro
 
 
 def _ms_since(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
+    return int((monotonic() - started) * 1000)
 
 
 class ProviderStream:
@@ -481,6 +620,15 @@ class ProviderStream:
 
     ``state`` says what has arrived so far, so a stream the caller abandons can still be
     accounted; ``drain()`` reads the rest without yielding, to learn the final usage.
+
+    Two bounds of SPEC §5.1 hold while it is read, both ``UpstreamTimeout`` (not retried):
+    the first text must come within ``LLM_FIRST_TOKEN_TIMEOUT`` of sending the request, and
+    once the body flows no read may wait longer than ``LLM_STREAM_IDLE_TIMEOUT``. How: before
+    each read the socket's timeout is set to the shorter of the idle bound, the time left for
+    the first text (until it came) and the time left before the deadline, so total silence
+    ends at the right instant; and each line received is checked against the first-text
+    instant, so keep-alive comments (which reset any socket timeout) cannot hold the stream
+    open without text. A response with no socket (a mocked one) gets only the line checks.
     """
 
     def __init__(
@@ -497,6 +645,12 @@ class ProviderStream:
         self.completion: Completion | None = None
         self._response = response
         self._started = started
+        # The clock of the first-text bound starts when the request was sent: ``elapsed`` is
+        # the time requests waited for the headers.
+        sent_at = monotonic() - response.elapsed.total_seconds()
+        self.first_text_by = sent_at + provider.first_token_timeout
+        self._socket = _socket_of(response)
+        self._socket_timeout: float | None = None
         self._events = self._read()
 
     def __iter__(self) -> Iterator[TextDelta]:
@@ -515,19 +669,62 @@ class ProviderStream:
         self._events.close()
         self._response.close()
 
+    def _waiting_for_text(self) -> bool:
+        # A stream that finished without text (a tool call, an empty answer) waits for none.
+        return self.state.first_text_at is None and not self.state.finished
+
+    def _no_text_in_time(self) -> UpstreamTimeout:
+        provider = self.provider
+        return UpstreamTimeout(
+            f"{provider.label} sent no text within {provider.first_token_timeout:g}s",
+            provider=provider.name,
+        )
+
+    def _next_read_timeout(self) -> float:
+        """How long the next read may wait (see the class's docstring)."""
+        timeout = self.provider.stream_idle_timeout
+        if self._waiting_for_text():
+            left = self.first_text_by - monotonic()
+            if left <= 0:
+                raise self._no_text_in_time()
+            timeout = min(timeout, left)
+        return self.provider.capped(timeout)
+
+    def _timed_lines(self, lines: Iterable[bytes]) -> Iterator[bytes]:
+        """``lines``, with each read's timeout set before it and the first-text bound checked
+        after it."""
+        self._arm()
+        for line in lines:
+            if self._waiting_for_text() and monotonic() >= self.first_text_by:
+                raise self._no_text_in_time()
+            yield line
+            self._arm()
+
+    def _arm(self) -> None:
+        timeout = self._next_read_timeout()
+        if self._socket is not None and timeout != self._socket_timeout:
+            self._socket.settimeout(timeout)
+            self._socket_timeout = timeout
+
     def _read(self) -> Iterator[TextDelta]:
         provider, state = self.provider, self.state
         try:
-            for data in iter_sse_data(self._response.iter_lines()):
+            for data in iter_sse_data(self._timed_lines(self._response.iter_lines())):
                 try:
                     delta = provider.read_stream_event(data, state)
                 except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-                    # JSON of a shape the provider does not send: a fault, not a crash.
-                    raise ProviderUnavailable(
-                        f"{provider.label} sent a stream event in an unexpected shape",
-                        provider=provider.name,
-                    ) from None
+                    # Not JSON, or JSON of a shape the provider does not send: one bad event
+                    # is no reason to lose the answer. Its content may quote the prompt, so
+                    # only its size is logged.
+                    logger.warning(
+                        "%s sent a malformed stream event (%d characters); skipped it",
+                        provider.label,
+                        len(data),
+                    )
+                    continue
                 if delta:
+                    if state.first_text_at is None:
+                        state.first_text_at = monotonic()
                     state.text.append(delta)
                     yield TextDelta(delta)
         except LLMError as exc:
@@ -538,7 +735,10 @@ class ProviderStream:
                     provider,
                     exc,
                     timed_out=(
-                        f"{provider.label} stream stalled for more than {provider.timeout:g}s"
+                        f"{provider.label} sent no text within {provider.first_token_timeout:g}s"
+                        if self._waiting_for_text()
+                        else f"{provider.label} stream was silent for more than "
+                        f"{self._socket_timeout or provider.stream_idle_timeout:g}s"
                     ),
                     broken=f"{provider.label} stream broke off: {type(exc).__name__}",
                 )
@@ -565,9 +765,16 @@ class ProviderStream:
 
     def _failed(self, error: LLMError) -> LLMError:
         error.requests = self.requests_made
-        error.partial_usage = self.state.usage
+        error.partial_usage = self.state.usage or error.partial_usage
         error.partial_text = "".join(self.state.text)
         return self.provider.scrub(error)
+
+
+def _socket_of(response: requests.Response) -> Any:
+    """The socket under a streamed response (urllib3 2 keeps the connection on it), or None
+    for a response that has none (one built by a test double)."""
+    connection = getattr(response.raw, "connection", None)
+    return getattr(connection, "sock", None)
 
 
 def error_status(body: Mapping[str, Any], default: int) -> int:

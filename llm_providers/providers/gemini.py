@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..exceptions import (
+    ContentPolicyViolation,
     InvalidRequest,
     LLMError,
     ModelNotFound,
@@ -28,6 +29,7 @@ from ..exceptions import (
 )
 from ..results import ChatRequest, Completion, Usage
 from .base import (
+    REGION_WORDS,
     HTTPCall,
     Provider,
     StreamState,
@@ -39,8 +41,10 @@ from .base import (
 
 MODEL_ID = re.compile(r"^(models/)?[A-Za-z0-9][\w.-]*$")
 _RETRY_IN_MESSAGE = re.compile(r"retry in (\d+(?:\.\d+)?)s", re.IGNORECASE)
-# Finish reasons that mean the answer was withheld, not completed.
-_BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "LANGUAGE", "OTHER"}
+# Finish reasons that mean the answer was withheld, not completed; the first set are Google's
+# content policies (https://ai.google.dev/api/generate-content#FinishReason).
+_POLICY_BLOCKS = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
+_BLOCKED = _POLICY_BLOCKS | {"RECITATION", "LANGUAGE", "OTHER"}
 
 
 class GeminiProvider(Provider):
@@ -108,58 +112,76 @@ class GeminiProvider(Provider):
         if isinstance(body, Mapping) and "error" in body:
             raise self.read_error(error_status(body, 502), body, {})
         candidates = body.get("candidates") or []
+        usage = _usage(body.get("usageMetadata") or {})
         if not candidates:
-            reason = (body.get("promptFeedback") or {}).get("blockReason") or "no candidates"
-            raise InvalidRequest(
-                f"Google Gemini declined the prompt ({reason}).", provider=self.name
-            )
+            raise self._prompt_blocked(body, usage)
         candidate = candidates[0]
         text = _text_of(candidate)
         finish = candidate.get("finishReason")
         if not text and finish in _BLOCKED:
-            raise InvalidRequest(
-                f"Google Gemini withheld the answer (finishReason {finish}).", provider=self.name
-            )
+            raise self._withheld(finish, usage)
         return Completion(
             text=text,
             provider=self.name,
             model=_model_of(body, request.model),
-            usage=_usage(body.get("usageMetadata") or {}),
+            usage=usage,
             finish_reason=finish,
             response_id=body.get("responseId"),
         )
 
     def read_stream_event(self, data: str, state: StreamState) -> str | None:
-        try:
-            chunk = json.loads(data, parse_float=Decimal)
-        except ValueError:
-            raise ProviderUnavailable(
-                "Google Gemini sent a stream event that is not JSON", provider=self.name
-            ) from None
+        # Not JSON raises ValueError: the stream skips the event (ProviderStream._read).
+        chunk = json.loads(data, parse_float=Decimal)
         if isinstance(chunk, list):  # the non-SSE array framing wraps errors in a list
             chunk = chunk[0] if chunk else {}
         if not isinstance(chunk, Mapping):
             return None
+        if chunk.get("usageMetadata"):
+            # Cumulative: the last one is final. Read before an error: what it counts is billed.
+            state.usage = _usage(chunk["usageMetadata"])
         if "error" in chunk:
             raise self.read_error(error_status(chunk, 502), chunk, {})
         state.model = _model_of(chunk, state.model)
         state.response_id = chunk.get("responseId") or state.response_id
-        if chunk.get("usageMetadata"):
-            state.usage = _usage(chunk["usageMetadata"])  # cumulative: the last one is final
         candidates = chunk.get("candidates") or []
         if not candidates:
             if (chunk.get("promptFeedback") or {}).get("blockReason"):
-                raise InvalidRequest(
-                    f"Google Gemini declined the prompt "
-                    f"({chunk['promptFeedback']['blockReason']}).",
-                    provider=self.name,
-                )
+                raise self._prompt_blocked(chunk, state.usage or Usage())
             return None
         candidate = candidates[0]
-        if candidate.get("finishReason"):
-            state.finish_reason = candidate["finishReason"]
+        text = _text_of(candidate)
+        finish = candidate.get("finishReason")
+        if finish:
+            if not text and not state.text and finish in _BLOCKED:
+                raise self._withheld(finish, state.usage or Usage())
+            state.finish_reason = finish
             state.finished = True
-        return _text_of(candidate) or None
+        return text or None
+
+    def _prompt_blocked(self, body: Mapping[str, Any], usage: Usage) -> LLMError:
+        """A 200 without candidates: the prompt was blocked (``promptFeedback.blockReason``).
+        Its prompt tokens are billed, so they go with the error."""
+        reason = (body.get("promptFeedback") or {}).get("blockReason")
+        error: LLMError
+        if reason:
+            error = ContentPolicyViolation(
+                f"Google Gemini declined the prompt ({reason}).", provider=self.name
+            )
+        else:
+            error = InvalidRequest(
+                "Google Gemini declined the prompt (no candidates).", provider=self.name
+            )
+        error.partial_usage = usage
+        return error
+
+    def _withheld(self, finish: str, usage: Usage) -> LLMError:
+        """A candidate stopped with no text for ``finish``: a content policy or another cause."""
+        cls = ContentPolicyViolation if finish in _POLICY_BLOCKS else InvalidRequest
+        error = cls(
+            f"Google Gemini withheld the answer (finishReason {finish}).", provider=self.name
+        )
+        error.partial_usage = usage
+        return error
 
     def read_error(self, status: int, body: Any, headers: Mapping[str, str]) -> LLMError:
         message = error_text(body)
@@ -172,10 +194,24 @@ class GeminiProvider(Provider):
                 f"Google Gemini rejected the key from {self.key_source} (HTTP {status}: {message})",
                 provider=self.name,
             )
+        if REGION_WORDS.search(message):
+            # "User location is not supported for the API use." (400 FAILED_PRECONDITION): no key
+            # or caller can change it from this server; the chain moves on.
+            return ProviderUnavailable(
+                f"Google Gemini does not serve the region this server calls from "
+                f"(HTTP {status}: {message})",
+                provider=self.name,
+            )
         if status == 400 and err.get("status") == "FAILED_PRECONDITION":
-            # E.g. "User location is not supported": the account cannot use the API from here.
+            # E.g. the free tier is not available: the account cannot use the API this way.
             return ProviderAuthError(
                 f"Google Gemini cannot serve this account (HTTP 400: {message})",
+                provider=self.name,
+            )
+        if status == 403:
+            # PERMISSION_DENIED: no key, a leaked key, a key or project lacking permission.
+            return ProviderAuthError(
+                f"Google Gemini rejected the key from {self.key_source} (HTTP 403: {message})",
                 provider=self.name,
             )
         if status == 404:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..exceptions import LLMError, ModelNotFound, ProviderUnavailable, RateLimited
-from .base import HTTPCall, error_text, parse_retry_after
+from .base import HTTPCall, error_codes, error_text, parse_retry_after
 from .openai_compat import OpenAICompatibleProvider
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?$")
@@ -74,7 +74,7 @@ class HuggingFaceProvider(OpenAICompatibleProvider):
             )
             error.retry_after = float(body["estimated_time"])
             return error
-        return self.error_for_status(status, message, headers=headers)
+        return self.error_for_status(status, message, headers=headers, codes=error_codes(body))
 
     def connection_test_call(self) -> HTTPCall:
         # The router has no free authenticated endpoint under its base URL, so the test asks the

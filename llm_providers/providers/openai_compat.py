@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from ..exceptions import ProviderUnavailable
+from ..exceptions import LLMError
 from ..results import ChatRequest, Completion, Usage
 from .base import HTTPCall, Provider, StreamState, error_status
 
@@ -68,13 +68,11 @@ class OpenAICompatibleProvider(Provider):
 
     def read_completion(self, body: Any, request: ChatRequest) -> Completion:
         if isinstance(body, Mapping) and "error" in body and not body.get("choices"):
-            raise self.read_error(error_status(body, 502), body, {})
+            raise self._in_band_error(body, body)
         choice = body["choices"][0]
         if choice.get("finish_reason") == "error" and choice.get("error"):
             # A provider error after partial output, reported inside a 200 (OpenRouter docs).
-            raise self.read_error(
-                error_status({"error": choice["error"]}, 502), {"error": choice["error"]}, {}
-            )
+            raise self._in_band_error({"error": choice["error"]}, body)
         message = choice.get("message") or {}
         return Completion(
             text=message.get("content") or "",
@@ -85,16 +83,19 @@ class OpenAICompatibleProvider(Provider):
             response_id=body.get("id"),
         )
 
+    def _in_band_error(self, error_body: Mapping[str, Any], body: Mapping[str, Any]) -> LLMError:
+        """The error reported inside a 200, with the usage the answer reported (it is billed)."""
+        error = self.read_error(error_status(error_body, 502), error_body, {})
+        if isinstance(body.get("usage"), Mapping):
+            error.partial_usage = self.read_usage(body["usage"])
+        return error
+
     def read_stream_event(self, data: str, state: StreamState) -> str | None:
         if data.strip() == "[DONE]":
             state.finished = True
             return None
-        try:
-            chunk = json.loads(data, parse_float=Decimal)
-        except ValueError:
-            raise ProviderUnavailable(
-                f"{self.label} sent a stream event that is not JSON", provider=self.name
-            ) from None
+        # Not JSON raises ValueError: the stream skips the event (ProviderStream._read).
+        chunk = json.loads(data, parse_float=Decimal)
         if not isinstance(chunk, Mapping):
             return None
         if chunk.get("usage"):

@@ -13,21 +13,30 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..conf import llm_settings
-from ..exceptions import InvalidRequest, LLMError, ModelNotFound, RateLimited
+from ..exceptions import (
+    ContentPolicyViolation,
+    InvalidRequest,
+    LLMError,
+    ModelNotFound,
+    RateLimited,
+)
 from ..results import Usage
 from .base import (
     HTTPCall,
     decimal_or_none,
+    error_codes,
     error_text,
     parse_retry_after,
 )
 from .openai_compat import OpenAICompatibleProvider
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.:-]*$")
+# How much of the upstream's own error text goes into a message.
+RAW_DETAIL_LENGTH = 300
 
 
 class OpenRouterProvider(OpenAICompatibleProvider):
@@ -70,7 +79,17 @@ class OpenRouterProvider(OpenAICompatibleProvider):
 
     def read_error(self, status: int, body: Any, headers: Mapping[str, str]) -> LLMError:
         metadata = _metadata(body)
-        message = _with_upstream_detail(error_text(body), metadata)
+        message = _with_upstream_detail(error_text(body), metadata, self._without_key)
+        codes = error_codes(body) | error_codes(_raw(metadata))
+        if status in (400, 403) and (metadata.get("reasons") or metadata.get("flagged_input")):
+            # OpenRouter's moderation: the reasons say why the input was flagged.
+            reasons = metadata.get("reasons")
+            reasons = ", ".join(map(str, reasons)) if isinstance(reasons, list) else ""
+            return ContentPolicyViolation(
+                f"OpenRouter refused the content: {message}"
+                + (f" (reasons: {reasons})" if reasons else ""),
+                provider=self.name,
+            )
         if status == 400 and "not a valid model id" in message.lower():
             return ModelNotFound(
                 f"Model not found: OpenRouter says {message!r}. Model ids have the form "
@@ -99,30 +118,41 @@ class OpenRouterProvider(OpenAICompatibleProvider):
                 retry_after=retry_after,
                 provider=self.name,
             )
-        return self.error_for_status(status, message, headers=headers)
+        return self.error_for_status(status, message, headers=headers, codes=codes)
 
     def connection_test_call(self) -> HTTPCall:
         # GET /key describes the key and costs nothing.
         return HTTPCall("GET", f"{self.base_url}/key", self.auth_headers())
 
 
-def _with_upstream_detail(message: str, metadata: Mapping[str, Any]) -> str:
+def _with_upstream_detail(
+    message: str, metadata: Mapping[str, Any], scrub: Callable[[str], str]
+) -> str:
     """``message`` with the upstream's own words when OpenRouter passes them on.
 
     For an upstream failure OpenRouter says only "Provider returned error"; the cause is in
     ``metadata.raw``: the upstream's error body, as text (often a JSON document) or an object.
+    It is ``scrub``-bed of the key before it is cut to length, so no piece of a key is left.
     """
+    raw = _raw(metadata)
+    if raw is None or raw == "":
+        return message
+    detail = scrub(error_text(scrub(raw) if isinstance(raw, str) else raw))
+    if detail == "no error message" or detail in message:
+        return message
+    if len(detail) > RAW_DETAIL_LENGTH:
+        detail = detail[: RAW_DETAIL_LENGTH - 1] + "…"
+    source = metadata.get("provider_name")
+    return f"{message} (from {source}: {detail})" if source else f"{message} ({detail})"
+
+
+def _raw(metadata: Mapping[str, Any]) -> Any:
+    """``metadata.raw``: the upstream's error body, parsed when it is a JSON document."""
     raw = metadata.get("raw")
     if isinstance(raw, str):
         with contextlib.suppress(ValueError):  # not JSON: prose, kept as it is
             raw = json.loads(raw)
-    if raw is None or raw == "":
-        return message
-    detail = error_text(raw)
-    if detail == "no error message" or detail in message:
-        return message
-    source = metadata.get("provider_name")
-    return f"{message} ({source}: {detail})" if source else f"{message} ({detail})"
+    return raw
 
 
 def _metadata(body: Any) -> Mapping[str, Any]:

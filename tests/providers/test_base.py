@@ -248,12 +248,24 @@ def test_connection_error_is_retried_then_unavailable(http, plain):
     assert caught.value.message == "Could not reach Plain: ConnectionError"
 
 
-def test_timeout_is_retried_then_upstream_timeout(http, plain):
+def test_timeout_is_not_retried(http, plain):
+    # SPEC §5.1: a silent provider is not asked again; the router moves down the chain.
     http.add(responses.POST, URL, body=requests.exceptions.ReadTimeout("read timed out"))
     with pytest.raises(UpstreamTimeout) as caught:
         plain.complete(ask())
-    assert caught.value.requests == 4
+    assert caught.value.retryable is False
+    assert caught.value.requests == 1
+    assert len(http.calls) == 1
     assert caught.value.message == "Plain did not answer within 5s"
+
+
+def test_connect_timeout_is_not_retried(http, plain):
+    http.add(responses.POST, URL, body=requests.exceptions.ConnectTimeout("connect timed out"))
+    with pytest.raises(UpstreamTimeout) as caught:
+        plain.complete(ask())
+    assert caught.value.retryable is False
+    assert len(http.calls) == 1
+    assert caught.value.message == "Plain did not accept the connection within 5s"
 
 
 def test_body_read_that_times_out_is_an_upstream_timeout(http, plain):
@@ -266,7 +278,7 @@ def test_body_read_that_times_out_is_an_upstream_timeout(http, plain):
     with pytest.raises(UpstreamTimeout) as caught:
         plain.complete(ask())
     assert caught.value.message == "Plain did not answer within 5s"
-    assert caught.value.requests == 4
+    assert caught.value.requests == 1
 
 
 def test_body_read_reset_is_unavailable(http, plain):
@@ -282,18 +294,19 @@ def test_body_read_reset_is_unavailable(http, plain):
 
 
 def test_connection_error_then_success(http, plain):
-    http.add(responses.POST, URL, body=requests.exceptions.ConnectTimeout("connect timed out"))
-    http.add(responses.POST, URL, body=ok("after a timeout"))
+    http.add(responses.POST, URL, body=requests.exceptions.ConnectionError("refused"))
+    http.add(responses.POST, URL, body=ok("after a refused connection"))
     completion = plain.complete(ask())
-    assert completion.text == "after a timeout"
+    assert completion.text == "after a refused connection"
     assert completion.requests == 2
 
 
 def test_request_uses_the_timeout_setting(http, settings):
     settings.LLM_TIMEOUT = 42.5
     http.add(responses.POST, URL, body=ok())
+    settings.LLM_CONNECT_TIMEOUT = 3.5
     PlainProvider(KEY).complete(ask())
-    assert http.calls[0].request.req_kwargs["timeout"] == 42.5
+    assert http.calls[0].request.req_kwargs["timeout"] == (3.5, 42.5)
 
 
 # --- Waits: Retry-After, backoff bounds, the total time bound -------------------------------------

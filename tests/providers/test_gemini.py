@@ -334,10 +334,9 @@ def test_stream_blocked_prompt(http, gemini):
         stream.drain()
 
 
-def test_stream_event_of_an_unexpected_shape(http, gemini):
-    stream = open_stream(http, gemini, wire.sse(['{"candidates": ["x"]}']))
-    with pytest.raises(ProviderUnavailable, match="unexpected shape"):
-        stream.drain()
+def test_stream_event_of_an_unexpected_shape_is_skipped(http, gemini):
+    body = wire.sse(['{"candidates": ["x"]}']) + wire.gemini_stream(["ok"])
+    assert open_stream(http, gemini, body).drain().text == "ok"
 
 
 def test_stream_open_is_retried_with_retry_info(http, gemini, sleeps):
@@ -364,7 +363,8 @@ def test_invalid_key_recognised_by_message_alone(http, gemini):
         gemini.complete(ask())
 
 
-def test_unsupported_location_is_an_account_failure(http, gemini):
+def test_unsupported_location_is_unavailable_not_the_key(http, gemini):
+    # Nothing the key or the caller can change: the chain moves on, no retry.
     fail(
         http,
         400,
@@ -372,7 +372,37 @@ def test_unsupported_location_is_an_account_failure(http, gemini):
             400, "User location is not supported for the API use.", "FAILED_PRECONDITION"
         ),
     )
+    with pytest.raises(ProviderUnavailable) as caught:
+        gemini.complete(ask())
+    assert type(caught.value) is ProviderUnavailable
+    assert "does not serve the region" in caught.value.message
+    assert "rejected the key" not in caught.value.message
+    assert len(http.calls) == 1
+
+
+def test_other_failed_precondition_is_an_account_failure(http, gemini):
+    fail(
+        http,
+        400,
+        wire.gemini_error(
+            400, "Gemini API free tier is not available in your country.", "FAILED_PRECONDITION"
+        ),
+    )
     with pytest.raises(ProviderAuthError, match="cannot serve this account"):
+        gemini.complete(ask())
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Method doesn't allow unregistered callers (callers without established identity). "
+        "Please use API Key or other form of API consumer identity to call this API.",
+        "Your API key was reported as leaked. Please use another API key.",
+    ],
+)
+def test_permission_denied_is_the_key(http, gemini, message):
+    fail(http, 403, wire.gemini_error(403, message, "PERMISSION_DENIED"))
+    with pytest.raises(ProviderAuthError, match="rejected the key from the environment"):
         gemini.complete(ask())
     assert len(http.calls) == 1
 

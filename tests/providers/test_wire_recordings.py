@@ -20,6 +20,8 @@ import pytest
 
 from llm_providers import registry
 from llm_providers.exceptions import (
+    ContentPolicyViolation,
+    ContextLengthExceeded,
     InsufficientCredits,
     InvalidRequest,
     LLMError,
@@ -86,7 +88,7 @@ EXPECTED: dict[str, Answers | Fails] = {
         ProviderAuthError, says="Google Gemini rejected the key from the environment variable"
     ),
     "gemini/gem-error-400-context-length.json": Fails(
-        InvalidRequest, says="The input token count exceeds the maximum"
+        ContextLengthExceeded, says="The input token count exceeds the maximum"
     ),
     "gemini/gem-error-400-thinking-level-unsupported.json": Fails(
         InvalidRequest, says="Thinking level MINIMAL is not supported"
@@ -107,7 +109,10 @@ EXPECTED: dict[str, Answers | Fails] = {
         ProviderUnavailable, retryable=True, says="An internal error has occurred"
     ),
     "gemini/gem-finish-safety-no-parts.json": Fails(
-        InvalidRequest, says="withheld the answer (finishReason SAFETY)"
+        # The prompt was read (and billed) before the answer was withheld.
+        ContentPolicyViolation,
+        says="withheld the answer (finishReason SAFETY)",
+        partial_usage=Usage(14, 0, 14),
     ),
     "gemini/gem-generate-thoughts-tokens.json": Answers(
         "Let's think step by step:\n\n1.  You have the number 2.\n2.  You are adding another 2 "
@@ -121,7 +126,9 @@ EXPECTED: dict[str, Answers | Fails] = {
         "", Usage(15, 2, 17), finish_reason="MAX_TOKENS", model="gemini-2.5-pro"
     ),
     "gemini/gem-prompt-blocked-prohibited-content.json": Fails(
-        InvalidRequest, says="declined the prompt (PROHIBITED_CONTENT)"
+        ContentPolicyViolation,
+        says="declined the prompt (PROHIBITED_CONTENT)",
+        partial_usage=Usage(9, 0, 9),
     ),
     "gemini/gem-stream-basic-prompt-count-changes.json": Answers(
         # The last chunk's counts, not the earlier ones (promptTokenCount 15 there).
@@ -202,7 +209,7 @@ EXPECTED: dict[str, Answers | Fails] = {
     ),
     # --- OpenRouter ------------------------------------------------------------------------------
     "openrouter/or-error-400-context-length.json": Fails(
-        InvalidRequest, says="This endpoint's maximum context length is 200000 tokens"
+        ContextLengthExceeded, says="This endpoint's maximum context length is 200000 tokens"
     ),
     "openrouter/or-error-400-invalid-model-id.json": Fails(
         ModelNotFound, says="minimax-m2.5:free is not a valid model ID"
@@ -210,7 +217,8 @@ EXPECTED: dict[str, Answers | Fails] = {
     "openrouter/or-error-400-provider-returned-error.json": Fails(
         # The upstream's own words are in metadata.raw, a JSON document inside a string.
         InvalidRequest,
-        says="Unsupported value: 'none' is not supported with the 'o3-2025-04-16' model",
+        says="Provider returned error (from OpenAI: Unsupported value: 'none' is not supported "
+        "with the 'o3-2025-04-16' model",
     ),
     "openrouter/or-error-401-missing-auth-header.json": Fails(
         ProviderAuthError,
@@ -224,13 +232,19 @@ EXPECTED: dict[str, Answers | Fails] = {
         InsufficientCredits, says="Insufficient credits. This account never purchased credits."
     ),
     "openrouter/or-error-403-provider-region.json": Fails(
-        ProviderAuthError, says="Country, region, or territory not supported"
+        # Not the key: OpenAI does not serve the caller's region; the chain moves on.
+        ProviderUnavailable,
+        says="does not serve the region this server calls from (HTTP 403: Provider returned "
+        "error (from OpenAI: Country, region, or territory not supported))",
     ),
     "openrouter/or-error-404-no-endpoints.json": Fails(
         ModelNotFound, says="No endpoints found for google/gemini-2.5-flash:free."
     ),
     "openrouter/or-error-429-upstream-rate-limited.json": Fails(
-        RateLimited, retryable=True, says="is temporarily rate-limited upstream"
+        RateLimited,
+        retryable=True,
+        says="Provider returned error (from Google: google/gemini-2.0-flash-exp:free is "
+        "temporarily rate-limited upstream",
     ),
     "openrouter/or-nonstream-leading-whitespace.json": Answers(
         "Hello!", Usage(12, 2, 14, cost("0.00005")), finish_reason="stop", model="openai/gpt-4o"
