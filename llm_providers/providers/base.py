@@ -623,12 +623,12 @@ class ProviderStream:
 
     Two bounds of SPEC §5.1 hold while it is read, both ``UpstreamTimeout`` (not retried):
     the first text must come within ``LLM_FIRST_TOKEN_TIMEOUT`` of sending the request, and
-    once the body flows no read may wait longer than ``LLM_STREAM_IDLE_TIMEOUT``. How: before
-    each read the socket's timeout is set to the shorter of the idle bound, the time left for
-    the first text (until it came) and the time left before the deadline, so total silence
-    ends at the right instant; and each line received is checked against the first-text
-    instant, so keep-alive comments (which reset any socket timeout) cannot hold the stream
-    open without text. A response with no socket (a mocked one) gets only the line checks.
+    once text came no read may wait longer than ``LLM_STREAM_IDLE_TIMEOUT``. How: before each
+    read the socket's timeout is set to the time left for the first text (until it came), else
+    to the idle bound, and never past the deadline, so total silence ends at the right
+    instant; and each line received is checked against the first-text instant, so keep-alive
+    comments (which reset any socket timeout) cannot hold the stream open without text. A
+    response with no socket (a test double) gets only the line checks.
     """
 
     def __init__(
@@ -682,12 +682,12 @@ class ProviderStream:
 
     def _next_read_timeout(self) -> float:
         """How long the next read may wait (see the class's docstring)."""
-        timeout = self.provider.stream_idle_timeout
         if self._waiting_for_text():
-            left = self.first_text_by - monotonic()
-            if left <= 0:
+            timeout = self.first_text_by - monotonic()
+            if timeout <= 0:
                 raise self._no_text_in_time()
-            timeout = min(timeout, left)
+        else:
+            timeout = self.provider.stream_idle_timeout
         return self.provider.capped(timeout)
 
     def _timed_lines(self, lines: Iterable[bytes]) -> Iterator[bytes]:
