@@ -19,6 +19,8 @@ import responses
 
 from llm_providers import registry
 from llm_providers.exceptions import (
+    ContentPolicyViolation,
+    ContextLengthExceeded,
     InsufficientCredits,
     InvalidRequest,
     InvalidStructuredOutput,
@@ -29,7 +31,7 @@ from llm_providers.exceptions import (
     UpstreamTimeout,
 )
 from llm_providers.providers.custom import custom_provider_class
-from llm_providers.results import ChatRequest, TextDelta
+from llm_providers.results import ChatRequest, Message, TextDelta
 from tests.providers import wire
 
 LOCAL_KEY = "local-server-key-0123456789SECRET"
@@ -411,3 +413,81 @@ def test_a_model_the_upstream_does_not_know_is_model_not_found(http, w, sleeps):
     assert caught.value.code == "model_not_found"
     assert caught.value.requests == 1
     assert sleeps == []
+
+
+# --- Context length, content policy, prefill (SPEC §5.1) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens.",
+        "The input token count exceeds the maximum number of tokens allowed (1048576).",
+        "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4000 "
+        "`inputs` tokens and 200 `max_new_tokens`",
+        "Request has too many tokens for this model",
+    ],
+)
+def test_a_context_length_error_is_context_length_exceeded(http, w, message):
+    answer(http, w, w.error(400, message), status=400)
+    with pytest.raises(ContextLengthExceeded) as caught:
+        w.make().complete(ask(w))
+    assert message in caught.value.message
+    assert caught.value.code == "context_length_exceeded"
+    assert len(http.calls) == 1
+
+
+def test_a_content_policy_refusal_is_content_policy_violation(http, w):
+    message = "Your request was rejected: it violates our content policy (violence)."
+    answer(http, w, w.error(400, message), status=400)
+    with pytest.raises(ContentPolicyViolation, match=r"violates our content policy \(violence\)"):
+        w.make().complete(ask(w))
+    assert len(http.calls) == 1
+
+
+def test_a_region_refusal_is_unavailable_not_the_key(http, w):
+    answer(http, w, w.error(403, "Country, region, or territory not supported"), status=403)
+    with pytest.raises(ProviderUnavailable) as caught:
+        w.make().complete(ask(w))
+    assert type(caught.value) is ProviderUnavailable
+    assert "rejected the key" not in caught.value.message
+    assert len(http.calls) == 1
+
+
+def last_turn(w, body: dict) -> dict:
+    """The last turn of a request body, in the provider's own shape."""
+    if w.name == "gemini":
+        return body["contents"][-1]
+    return body["messages"][-1]
+
+
+def test_a_trailing_assistant_message_is_sent_as_a_prefill(http, w):
+    answer(http, w, w.stream(["is"], 12, 2), stream=True)
+    request = ChatRequest(
+        messages=(
+            Message("user", "What is the capital of France?"),
+            Message("assistant", "Paris "),
+        ),
+        model=w.model,
+    )
+    assert w.make().stream(request).drain().text == "is"
+    sent = wire.request_json(http.calls[0])
+    if w.name == "gemini":
+        assert last_turn(w, sent) == {"role": "model", "parts": [{"text": "Paris "}]}
+        assert sent["contents"][0]["role"] == "user"
+    else:
+        assert last_turn(w, sent) == {"role": "assistant", "content": "Paris "}
+        assert sent["messages"][0]["role"] == "user"
+
+
+def test_a_refused_prefill_is_an_invalid_request(http, w):
+    answer(
+        http, w, w.error(400, "This model does not support assistant message prefill."), status=400
+    )
+    request = ChatRequest(
+        messages=(Message("user", "Hi"), Message("assistant", "Hel")), model=w.model
+    )
+    with pytest.raises(InvalidRequest) as caught:
+        w.make().complete(request)
+    assert type(caught.value) is InvalidRequest
+    assert len(http.calls) == 1

@@ -11,6 +11,7 @@ import responses
 
 from llm_providers.exceptions import (
     AllProvidersFailed,
+    ContentPolicyViolation,
     InvalidRequest,
     ModelNotFound,
     ProviderAuthError,
@@ -590,3 +591,58 @@ def test_gemini_missing_key(http, use_keys):
         gemini_text_response("Hi")
     assert "GEMINI_API_KEY not found" in caught.value.message
     assert len(http.calls) == 0
+
+
+# --- Content policy and usage on stream errors (SPEC §5.1) -------------------------------------
+
+
+def test_stream_stopped_for_safety_without_text_is_a_content_policy_violation(http, gemini):
+    transcript = wire.sse(
+        [wire.gemini_chunk(finish_reason="SAFETY", usage=wire.gemini_usage(14, None))],
+        sep="\r\n\r\n",
+    )
+    with pytest.raises(
+        ContentPolicyViolation, match=r"withheld the answer \(finishReason SAFETY\)"
+    ) as caught:
+        open_stream(http, gemini, transcript).drain()
+    assert caught.value.partial_usage == Usage(14, 0, 14)
+
+
+def test_stream_stopped_for_safety_after_text_is_an_answer(http, gemini):
+    transcript = wire.sse(
+        [wire.gemini_chunk("Some"), wire.gemini_chunk(finish_reason="SAFETY")], sep="\r\n\r\n"
+    )
+    completion = open_stream(http, gemini, transcript).drain()
+    assert completion.text == "Some"
+    assert completion.finish_reason == "SAFETY"
+
+
+def test_stream_with_a_blocked_prompt_keeps_the_prompt_tokens(http, gemini):
+    blocked = wire.dumps(
+        {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 9}}
+    )
+    with pytest.raises(ContentPolicyViolation, match=r"declined the prompt \(SAFETY\)") as caught:
+        open_stream(http, gemini, wire.sse([blocked])).drain()
+    assert caught.value.partial_usage == Usage(9, 0, 9)
+
+
+def test_stream_error_chunk_with_usage_keeps_it(http, gemini):
+    error = wire.dumps(
+        {
+            "error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"},
+            "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 3},
+        }
+    )
+    transcript = wire.sse([wire.gemini_chunk("Hel"), error])
+    with pytest.raises(ProviderUnavailable) as caught:
+        open_stream(http, gemini, transcript).drain()
+    assert caught.value.partial_usage == Usage(9, 3, 12)
+    assert caught.value.partial_text == "Hel"
+
+
+def test_recitation_without_text_stays_an_invalid_request(http, gemini):
+    body = wire.dumps({"candidates": [{"content": {}, "finishReason": "RECITATION"}]})
+    http.add(responses.POST, GENERATE, body=body)
+    with pytest.raises(InvalidRequest) as caught:
+        gemini.complete(ask())
+    assert type(caught.value) is InvalidRequest

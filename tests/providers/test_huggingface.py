@@ -10,6 +10,8 @@ import responses
 
 from llm_providers.exceptions import (
     AllProvidersFailed,
+    ContentPolicyViolation,
+    ContextLengthExceeded,
     InsufficientCredits,
     InvalidRequest,
     ModelNotFound,
@@ -405,3 +407,30 @@ def test_huggingface_missing_key(http, use_keys):
         huggingface_text_response("Hi")
     assert "HF_TOKEN not found" in caught.value.message
     assert len(http.calls) == 0
+
+
+# --- OpenAI-compatible error codes (SPEC §5.1) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("context_length_exceeded", ContextLengthExceeded),
+        ("content_policy_violation", ContentPolicyViolation),
+    ],
+)
+def test_openai_error_codes_are_read(http, hf, code, error):
+    fail(http, 400, wire.hf_error_object("Rejected.", type_="invalid_request_error", code=code))
+    with pytest.raises(error):
+        hf.complete(ask())
+    assert len(http.calls) == 1
+
+
+def test_tgi_input_validation_error_is_context_length_exceeded(http, hf):
+    message = (
+        "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. "
+        "Given: 4000 `inputs` tokens and 500 `max_new_tokens`"
+    )
+    fail(http, 422, wire.dumps({"error": message, "error_type": "validation"}))
+    with pytest.raises(ContextLengthExceeded, match="must be <= 4096"):
+        hf.complete(ask())

@@ -10,6 +10,8 @@ import responses
 
 from llm_providers.exceptions import (
     AllProvidersFailed,
+    ContentPolicyViolation,
+    ContextLengthExceeded,
     InvalidRequest,
     InvalidStructuredOutput,
     ModelNotFound,
@@ -572,3 +574,71 @@ def test_openrouter_key_from_the_database_wins(http, use_keys):
     message = caught.value.failures[0].error.message
     assert f"the admin key manager (key #{row.pk} 'prod', sk-or-…dbdb)" in message
     assert stored not in str(caught.value)
+
+
+# --- Errors that are not about the key (SPEC §5.1) -----------------------------------------------
+
+
+def test_moderation_403_is_a_content_policy_violation_with_its_reasons(http, openrouter):
+    fail(
+        http,
+        403,
+        "openai/gpt-4o requires moderation on OpenRouter. Your input was flagged for violence.",
+        metadata={
+            "reasons": ["violence", "harassment"],
+            "flagged_input": "how do I ...",
+            "provider_name": "OpenAI",
+            "model_slug": "openai/gpt-4o",
+        },
+    )
+    with pytest.raises(ContentPolicyViolation) as caught:
+        openrouter.complete(ask())
+    assert "reasons: violence, harassment" in caught.value.message
+    assert "rejected the key" not in caught.value.message
+    assert len(http.calls) == 1
+
+
+def test_a_403_about_the_key_is_still_an_auth_error(http, openrouter):
+    fail(http, 403, "This API key is disabled.")
+    with pytest.raises(ProviderAuthError, match="rejected the key from the environment"):
+        openrouter.complete(ask())
+
+
+def test_typed_error_type_in_metadata_is_read(http, openrouter):
+    fail(http, 400, "Input is too long.", metadata={"error_type": "context_length_exceeded"})
+    with pytest.raises(ContextLengthExceeded):
+        openrouter.complete(ask())
+
+
+def test_metadata_raw_is_appended_cut_to_length_and_without_the_key(http, openrouter):
+    raw = f"upstream refused key {KEY} " + "x" * 1000
+    fail(http, 502, "Provider returned error", metadata={"raw": raw, "provider_name": "Together"})
+    with pytest.raises(ProviderUnavailable) as caught:
+        openrouter.complete(ask())
+    message = caught.value.message
+    assert "Provider returned error (from Together: upstream refused key [key] xxx" in message
+    assert KEY not in message
+    assert KEY[:12] not in message
+    assert len(message) < 450
+
+
+def test_an_error_inside_a_200_keeps_the_billed_usage(http, openrouter):
+    body = wire.dumps(
+        {
+            "id": "gen-1",
+            "model": "openai/gpt-4o",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hel"},
+                    "finish_reason": "error",
+                    "error": {"code": 502, "message": "Upstream went away"},
+                }
+            ],
+            "usage": wire.or_usage(10, 1, Decimal("0.00001")),
+        }
+    )
+    answer(http, body)
+    with pytest.raises(ProviderUnavailable, match="Upstream went away") as caught:
+        openrouter.complete(ask())
+    assert caught.value.partial_usage == Usage(10, 1, 11, Decimal("0.00001"))
