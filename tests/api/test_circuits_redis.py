@@ -3,7 +3,6 @@ the same circuit, and only one of them gets the probe. Skipped without ``redis-s
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,43 +20,62 @@ CIRCUIT_ENV = {
     "LLM_CIRCUIT_COOLDOWN": str(COOLDOWN),
     "LLM_REQUEST_DEADLINE": "30",
 }
+# The processes pace themselves on the shared cache, not on fixed delays, so a slow start of
+# either cannot make the circuit's cooldown run out before it is looked at.
+HELPERS = """
+import time
+from django.core.cache import cache
+from llm_providers import circuits
 
-
-def in_process(url: str, code: str, start_at: float | None = None) -> str:
-    """Run ``code`` (with ``circuits`` imported) in another project process on Redis ``url``;
-    it starts at the wall-clock time ``start_at`` when given, so that processes race."""
-    wait = f"time.sleep(max(0, {start_at} - time.time())); " if start_at else ""
-    setup = "import time; from llm_providers import circuits; "
-    return project_process(setup + wait + code, REDIS_URL=url, **CIRCUIT_ENV)
+def wait_for(condition):
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+"""
+# A records the failures once B is watching, then asks for the probe when the cooldown is over.
+PROCESS_A = """
+wait_for(lambda: cache.get("test:b-watching"))
+for _ in range(3):
+    circuits.record_failure("openrouter")
+wait_for(lambda: circuits.state("openrouter") == "half_open")
+print(circuits.allow("openrouter"))
+"""
+# B watches the circuit, reports what it sees when it leaves "closed", then asks too.
+PROCESS_B = """
+cache.set("test:b-watching", True, 60)
+wait_for(lambda: circuits.state("openrouter") != "closed")
+print(circuits.state("openrouter"), circuits.allow("openrouter"))
+wait_for(lambda: circuits.state("openrouter") == "half_open")
+print(circuits.allow("openrouter"))
+"""
 
 
 def test_processes_share_one_circuit_and_one_probe(redis_cache, redis_url):  # noqa: F811
-    assert in_process(redis_url, "print(circuits.state('openrouter'))") == "closed"
+    def run(code: str) -> list[str]:
+        return project_process(HELPERS + code, REDIS_URL=redis_url, **CIRCUIT_ENV).splitlines()
 
-    # Process A: three failed calls.
-    code = "[circuits.record_failure('openrouter') for _ in range(3)]; print('failed')"
-    assert in_process(redis_url, code) == "failed"
-
-    # Process B sees the circuit open and is refused.
-    code = "print(circuits.state('openrouter'), circuits.allow('openrouter'))"
-    assert in_process(redis_url, code) == "open False"
-
-    # Every key in Redis is the circuit's, namespaced, and has a timeout.
-    keys = redis_cache.keys("*llm_providers:circuit:openrouter:*")
-    assert keys
-    assert all(redis_cache.ttl(key) > 0 for key in keys)
-
-    # After the cooldown, A and B ask at the same instant: exactly one gets the probe.
-    start_at = time.time() + COOLDOWN + 4  # after both have started Django
-    code = "print(circuits.allow('openrouter'), circuits.state('openrouter'))"
     with ThreadPoolExecutor(2) as pool:
-        answers = list(pool.map(lambda _: in_process(redis_url, code, start_at), "AB"))
-    assert sorted(answers) == ["False half_open", "True half_open"]
-    probe = redis_cache.keys("*llm_providers:circuit:openrouter:probe")
-    assert len(probe) == 1 and redis_cache.ttl(probe[0]) > 0
+        a, b = pool.map(run, [PROCESS_A, PROCESS_B])
 
-    # The probe's success, recorded by either process, closes the circuit for all.
-    assert in_process(redis_url, "circuits.record_success('openrouter')") == ""
+    # B saw A's failures open the circuit, and was refused.
+    assert b[0] == "open False"
+    # After the cooldown, exactly one of the two got the probe.
+    assert sorted([a[0], b[1]]) == ["False", "True"]
+    # Every key of the circuit is namespaced and has a timeout.
+    keys = redis_cache.keys("*llm_providers:circuit:openrouter:*")
+    assert {key.decode().rsplit(":", 1)[-1] for key in keys} == {"open", "probe"}
+    assert all(redis_cache.ttl(key) > 0 for key in keys)
+    assert circuits.state("openrouter") == "half_open"
+
+    # The probe's success, recorded by another process, closes the circuit for all.
+    assert (
+        project_process(
+            "from llm_providers import circuits; circuits.record_success('openrouter')",
+            REDIS_URL=redis_url,
+        )
+        == ""
+    )
     assert circuits.state("openrouter") == "closed"
     assert circuits.allow("openrouter") is True
     assert not redis_cache.keys("*llm_providers:circuit:*")
