@@ -34,6 +34,15 @@ from .replies import (
 
 JSON = "application/json"
 SSE = "text/event-stream"
+DONE = "[DONE]"
+PREFILL_REFUSED = (
+    "This model does not support assistant message prefill. The conversation must end with a "
+    "user message."
+)
+CONTENT_POLICY = (
+    "Your request was rejected as a result of our safety system. Your prompt may contain text "
+    "that is not allowed by our safety system."
+)
 
 
 class Answer(Exception):  # Not an error: the response to send, found early.
@@ -57,6 +66,9 @@ class Ask:
     include_usage: bool = True
     sse: bool = True  # Gemini's stream endpoint without ?alt=sse answers a JSON array
     action: str = ""  # Gemini: generateContent | streamGenerateContent
+    # The text of a trailing assistant (Gemini: "model") message: a prefill the reply continues.
+    # None when the conversation ends with another role.
+    prefill: str | None = None
 
 
 @dataclass
@@ -143,6 +155,10 @@ class Dialect:
     setting: str  # the setting that holds the base URL
 
     midstream_status = 502  # the code of a mid-stream error event when the script gives none
+    keepalive = "keep-alive"  # the SSE comment a waiting stream sends (``first_token_delay``)
+    # An event cut short: not JSON (``bad_event``).
+    broken_event = '{"choices": [{"delta": '
+    context_window = 8192  # the window the context-length error names
 
     def raw_key(self, request: web.Request) -> tuple[str | None, str | None]:
         """(the key the request carries, where it was: "authorization", ...) or (None, None)."""
@@ -199,8 +215,45 @@ class Dialect:
             content_type=JSON,
         )
 
+    def comment(self, ask: Ask, text: str) -> bytes:
+        """One SSE comment line (a keep-alive), as this stream frames events."""
+        return f": {text}\n\n".encode()
+
+    def context_length(self, ask: Ask, completion_tokens: int, message: str | None) -> web.Response:
+        """The 400 for a prompt larger than the model's window (``context_length``)."""
+        window = self.context_window
+        prompt = window + ask.prompt_tokens
+        return _openai_error(
+            message
+            or f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{prompt + completion_tokens} tokens ({prompt} in the messages, {completion_tokens} "
+            "in the completion). Please reduce the length of the messages or completion.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+
+    def content_policy(self, ask: Ask, message: str | None) -> web.Response:
+        """The provider's refusal of the prompt (``content_policy``)."""
+        return _openai_error(message or CONTENT_POLICY, code="content_policy_violation")
+
+    def prefill_refused(self, ask: Ask, message: str | None) -> web.Response:
+        """The 400 of a model that does not continue a trailing assistant message."""
+        return _openai_error(message or PREFILL_REFUSED, param="messages")
+
     def list_models(self, request: web.Request) -> web.Response:
         raise NotImplementedError
+
+
+def _openai_error_body(
+    message: str, kind: str = "invalid_request_error", param: str | None = None, code=None
+) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _openai_error(message: str, *, param: str | None = None, code: str | None = None):
+    """OpenAI's 400 body, as OpenAI-compatible servers and the Hugging Face router's providers
+    send it."""
+    return _json_response(_openai_error_body(message, param=param, code=code), 400)
 
 
 def _json_response(
@@ -239,6 +292,8 @@ def _openai_ask(body: Any, default_model: str) -> Ask:
         elif fmt.get("type") == "json_object":
             schema = fmt.get("value") if isinstance(fmt.get("value"), dict) else True  # TGI form
     options = body.get("stream_options")
+    last = messages[-1]
+    prefill = text_of(last.get("content")) if last.get("role") == "assistant" else None
     return Ask(
         model=str(body.get("model") or default_model),
         prompt=prompt,
@@ -248,6 +303,7 @@ def _openai_ask(body: Any, default_model: str) -> Ask:
         max_tokens=_max_tokens(body.get("max_completion_tokens"))
         or _max_tokens(body.get("max_tokens")),
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        prefill=prefill,
     )
 
 
@@ -293,6 +349,7 @@ class OpenRouter(Dialect):
     prefix = "/openrouter/api/v1"
     setting = "OPENROUTER_BASE_URL"
     default_model = "openai/gpt-4o-mini"  # the "account default" when a request names none
+    keepalive = "OPENROUTER PROCESSING"
 
     def __init__(self, config):
         self.config = config
@@ -313,6 +370,50 @@ class OpenRouter(Dialect):
 
     def _vendor(self, model: str) -> str:
         return _OR_VENDORS.get(model.partition("/")[0].lower(), "FakeUpstream")
+
+    def context_length(self, ask, completion_tokens, message):
+        # The recorded body (wire-recordings/openrouter/or-error-400-context-length.json).
+        price = PRICES.get(ask.model.partition(":")[0].lower())
+        window = price[2] if price else 128000
+        requested = window + ask.prompt_tokens
+        message = message or (
+            f"This endpoint's maximum context length is {window} tokens. However, you "
+            f"requested about {requested} tokens ({requested} of text input). Please reduce the "
+            "length of either one, or use the context-compression plugin to compress your "
+            "prompt automatically."
+        )
+        error = {
+            "message": message,
+            "code": 400,
+            "metadata": {
+                "provider_name": None,
+                "previous_errors": [{"code": 400, "message": message}],
+            },
+        }
+        return _json_response({"error": error, "user_id": _OR_USER}, 400, separators=(",", ":"))
+
+    def _relayed_400(self, ask: Ask, upstream: dict) -> web.Response:
+        """A provider's 400 relayed the way OpenRouter relays it: its body as a JSON string in
+        ``metadata.raw`` (wire-recordings/openrouter/or-error-400-provider-returned-error.json)."""
+        error = {
+            "code": 400,
+            "message": "Provider returned error",
+            "metadata": {
+                "raw": json.dumps(upstream, indent=2),
+                "provider_name": self._vendor(ask.model),
+                "is_byok": False,
+            },
+        }
+        return _json_response({"error": error, "user_id": _OR_USER}, 400, separators=(",", ":"))
+
+    def content_policy(self, ask, message):
+        body = _openai_error_body(message or CONTENT_POLICY, code="content_policy_violation")
+        return self._relayed_400(ask, body)
+
+    def prefill_refused(self, ask, message):
+        return self._relayed_400(
+            ask, _openai_error_body(message or PREFILL_REFUSED, param="messages")
+        )
 
     def _usage(self, ask: Ask, reply: Reply) -> str:
         """The usage object as JSON text, costs written as exact decimals (like OpenRouter)."""
@@ -683,6 +784,8 @@ class Gemini(Dialect):
         self._models_body = json.dumps({"models": self._models}, indent=2).encode()
 
     midstream_status = 503
+    broken_event = '{"candidates": [{"content": '
+    context_window = 1048576
 
     def raw_key(self, request):
         key = request.headers.get("x-goog-api-key")
@@ -745,6 +848,8 @@ class Gemini(Dialect):
             words += count_words(text)
             if content is not system and content.get("role", "user") == "user":
                 prompt = text
+        last = contents[-1]
+        prefill = text if last is not system and last.get("role") == "model" else None
         config = body.get("generationConfig") or body.get("generation_config") or {}
         schema: Any = None
         if isinstance(config, dict):
@@ -783,6 +888,7 @@ class Gemini(Dialect):
             max_tokens=max_tokens,
             sse=request.query.get("alt") == "sse",
             action=action,
+            prefill=prefill,
         )
 
     def _usage(self, ask: Ask, completion_tokens: int) -> dict:
@@ -841,6 +947,44 @@ class Gemini(Dialect):
             return text.encode()
         sep = self.config.gemini_sse_separator
         return "".join(f"data: {p}{sep}" for p in payloads).encode()
+
+    def comment(self, ask, text):
+        # A JSON-array stream has no comments.
+        return f": {text}{self.config.gemini_sse_separator}".encode() if ask.sse else b""
+
+    def context_length(self, ask, completion_tokens, message):
+        # The recorded body (wire-recordings/gemini/gem-error-400-context-length.json).
+        return self.error(
+            400,
+            message=message
+            or "The input token count exceeds the maximum number of tokens allowed "
+            f"({self.context_window}).",
+        )
+
+    def content_policy(self, ask, message):
+        # Gemini does not answer a blocked prompt with an error: 200, no candidates, the reason
+        # in promptFeedback (PROVIDERS.md §2.3; gemini/gem-prompt-blocked-prohibited-content).
+        # A stream is that one event, then its end.
+        body = {
+            "promptFeedback": {"blockReason": "SAFETY"},
+            "usageMetadata": {
+                "promptTokenCount": ask.prompt_tokens,
+                "totalTokenCount": ask.prompt_tokens,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": ask.prompt_tokens}],
+            },
+            "modelVersion": ask.model,
+            "responseId": gemini_response_id(),
+        }
+        if ask.stream:
+            event = json.dumps(body, separators=(",", ": "), ensure_ascii=False)
+            data = self.frame(ask, [event], comments=[], complete=True)
+            return web.Response(body=data, headers=self.stream_headers(ask))
+        return web.Response(
+            body=json.dumps(body, indent=2).encode(), headers={"Content-Type": _GEMINI_CT}
+        )
+
+    def prefill_refused(self, ask, message):
+        return self.error(400, message=message or PREFILL_REFUSED)
 
     def stream_error(self, ask, plan, status):
         code_name, message = _GEMINI_STATUS.get(status, ("UNAVAILABLE", "Upstream error"))
@@ -945,6 +1089,7 @@ class HuggingFace(Dialect):
     name = "huggingface"
     prefix = "/hf/v1"
     setting = "HF_BASE_URL"
+    context_window = 131072
 
     def __init__(self, config):
         self.config = config

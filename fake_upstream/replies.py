@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 import time
 from decimal import Decimal
@@ -56,6 +57,26 @@ def echo_text(prompt: str, words: int) -> str:
     need = words - len(head)
     filler = list((FILLER * (need // len(FILLER) + 1))[:need])
     return " ".join(head + filler)
+
+
+def continuation(full: str, prefill: str | None) -> str:
+    """What a model answers after ``prefill`` (a trailing assistant message) when its whole
+    reply would be ``full``: the rest of ``full`` if it starts with ``prefill`` (so that
+    ``prefill + continuation == full``), else all of ``full``."""
+    if prefill and full.startswith(prefill):
+        return full[len(prefill) :]
+    return full
+
+
+_FIRST_WORDS = re.compile(r"\s*\S+")
+
+
+def first_words(text: str, words: int) -> str:
+    """The start of ``text`` up to the end of its ``words``-th word (leading space kept)."""
+    end = 0
+    for _, match in zip(range(words), _FIRST_WORDS.finditer(text), strict=False):
+        end = match.end()
+    return text[:end]
 
 
 def split_for_stream(text: str, words_per_piece: int) -> list[str]:

@@ -17,9 +17,16 @@ its requests are recorded and scripted as provider ``openai``, whichever base UR
 
 Answers are deterministic (``Echo: <first words of the prompt>`` padded to
 ``completion_words`` words; a JSON object valid for the schema when one is asked for), token
-counts are word counts, and OpenRouter reports ``usage.cost`` from ``replies.PRICES``. Keys
-starting with ``bad`` are rejected the way each provider rejects a bad key. Faults are scripted
-per provider (``faults``) and everything is steered through a control API on the same port:
+counts are word counts. The same prompt (the last user message's text) and the same
+``completion_words`` give the same full text on all four dialects, and a stream's text pieces
+joined are exactly the plain answer's text, so a fallback provider produces what the broken one
+would have. A conversation ending with an assistant (Gemini: ``model``) message T is a prefill:
+the answer is what the full reply has after T when it starts with T (``T + answer == full``),
+else the full reply; ``max_tokens`` counts the answer's words only. Streams come in pieces of
+``stream_chunk_words`` words, so a fault's ``after_words`` falls on a known chunk.
+OpenRouter reports ``usage.cost`` from ``replies.PRICES``. Keys starting with ``bad`` are
+rejected the way each provider rejects a bad key. Faults are scripted per provider
+(``faults``) and everything is steered through a control API on the same port:
 
     POST /_fake/script   {"provider": "gemini", "faults": ["reset", {"status": 429, ...}]}
     POST /_fake/reset    clear the scripts and the records (the configuration stays)
@@ -63,6 +70,7 @@ from typing import Any
 from aiohttp import web
 
 from .dialects import (
+    DONE,
     Answer,
     Ask,
     Dialect,
@@ -74,7 +82,15 @@ from .dialects import (
     key_info,
 )
 from .faults import Fault, FaultError, parse_faults
-from .replies import NOT_JSON, count_words, echo_text, json_reply, split_for_stream
+from .replies import (
+    NOT_JSON,
+    continuation,
+    count_words,
+    echo_text,
+    first_words,
+    json_reply,
+    split_for_stream,
+)
 
 PROVIDERS = ("openrouter", "gemini", "huggingface", "openai")
 ALIASES = {"hf": "huggingface", "google": "gemini", "ollama": "openai"}
@@ -150,6 +166,8 @@ class FakeApp:
             )
         }
         self.faults: dict[str, deque[Fault]] = {name: deque() for name in PROVIDERS}
+        # When the outage window at the head of a provider's script ends (monotonic time).
+        self.windows: dict[str, float] = {}
         self.records: deque[dict] = deque(maxlen=self.config.record_limit)
         self.served: Counter[str] = Counter()
         self.hanging: set[asyncio.Task] = set()
@@ -197,6 +215,7 @@ class FakeApp:
     def reset(self) -> None:
         for queue in self.faults.values():
             queue.clear()
+        self.windows.clear()
         self.records.clear()
         self.served.clear()
 
@@ -236,13 +255,16 @@ class FakeApp:
         except ValueError:
             body = None
         record = self._record(dialect, request, body)
-        queue = self.faults[dialect.name]
-        fault = queue.popleft() if queue else None
+        fault = self._next_fault(dialect.name)
         if record is not None and fault is not None:
             record["fault"] = fault.as_dict()
-        delay = (
-            fault.delay_ms if fault is not None and fault.kind == "slow" else self.config.delay_ms
-        )
+        kind = fault.kind if fault is not None else None
+        if kind == "slow":
+            delay = fault.delay_ms
+        elif kind == "first_token_delay":
+            delay = 0  # the headers go at once; the fault's own delay comes after them
+        else:
+            delay = self.config.delay_ms
         if delay:
             await asyncio.sleep(delay / 1000)
         try:
@@ -250,9 +272,25 @@ class FakeApp:
         except Answer as answer:
             response = answer.response
         if record is not None:
-            dropped = fault is not None and fault.kind in ("reset", "hang")
+            dropped = kind in ("reset", "hang") or (kind == "stall" and not response.prepared)
             record["status"] = None if dropped else response.status
         return response
+
+    def _next_fault(self, provider: str) -> Fault | None:
+        """The fault for this request: the head of the script, which an outage window
+        (``for_seconds``) keeps in place until its time is up."""
+        queue = self.faults[provider]
+        now = time.monotonic()
+        while queue:
+            head = queue[0]
+            if head.for_seconds is None:
+                return queue.popleft()
+            until = self.windows.setdefault(provider, now + head.for_seconds)
+            if now < until:
+                return head
+            queue.popleft()
+            del self.windows[provider]
+        return None
 
     async def _answer(
         self, request: web.Request, dialect: Dialect, body: Any, fault: Fault | None
@@ -278,19 +316,34 @@ class FakeApp:
             raise Answer(dialect.error(400, message=str(exc))) from None
         if kind == "malformed":
             return dialect.malformed(ask)
+        if kind == "context_length":
+            words = ask.max_tokens or self.config.completion_words
+            return dialect.context_length(ask, words, fault.message)
+        if kind == "content_policy":
+            return dialect.content_policy(ask, fault.message)
+        if kind == "refuse_prefill" and ask.prefill is not None:
+            return dialect.prefill_refused(ask, fault.message)
         if kind == "midstream_error" and not ask.stream:
             return dialect.error_in_200(ask, fault.status or dialect.midstream_status)
         reply = self._reply(ask, invalid_json=kind == "invalid_json")
         if ask.stream:
             return await self._stream(request, dialect, ask, reply, fault)
+        if kind == "first_token_delay":
+            await self._silence(fault.delay_ms / 1000)
+        elif kind == "stall":
+            await self._silence(fault.stall_ms / 1000)
+            return self._drop(request)
         response = dialect.completion(ask, reply)
-        if kind == "truncate":
+        if kind in ("truncate", "cut"):
             return await self._truncated(request, response)
         return response
 
     def _reply(self, ask: Ask, *, invalid_json: bool) -> Reply:
+        """The reply to ``ask``: the same text for the same prompt whatever the dialect; after a
+        prefill only what continues it (see ``replies.continuation``)."""
         if invalid_json:
-            return Reply(NOT_JSON, count_words(NOT_JSON))
+            text = continuation(NOT_JSON, ask.prefill)
+            return Reply(text, count_words(text))
         if ask.schema is not None:
             try:
                 text = json_reply(ask.schema)
@@ -298,51 +351,106 @@ class FakeApp:
                 # A schema the small generator cannot follow still gets an answer; the
                 # client's validation then reports the mismatch, as with a real model.
                 text = "{}"
+            text = continuation(text, ask.prefill)
             return Reply(text, count_words(text))
-        words = self.config.completion_words
-        truncated = ask.max_tokens is not None and ask.max_tokens < words
-        text = echo_text(ask.prompt, ask.max_tokens if truncated else words)
+        text = continuation(echo_text(ask.prompt, self.config.completion_words), ask.prefill)
+        truncated = ask.max_tokens is not None and ask.max_tokens < count_words(text)
+        if truncated:
+            text = first_words(text, ask.max_tokens)
         return Reply(text, count_words(text), truncated)
 
     async def _stream(
         self, request: web.Request, dialect: Dialect, ask: Ask, reply: Reply, fault: Fault | None
     ) -> web.StreamResponse:
-        plan = dialect.stream_plan(
-            ask, reply, split_for_stream(reply.text, self.config.stream_chunk_words)
-        )
+        pieces = split_for_stream(reply.text, self.config.stream_chunk_words)
+        plan = dialect.stream_plan(ask, reply, pieces)
         kind = fault.kind if fault is not None else None
-        complete = True
+        payloads, complete = plan.content + plan.tail, True
+        # How the stream ends: "end" (the HTTP response ends), "close" (the connection dies
+        # after what was written: no chunked terminator) or "stall" (silence, then "close").
+        ending = "end"
         if kind == "truncate":
             payloads, complete = plan.content[:2], False
+            ending = "close" if fault.abort else "end"
         elif kind == "midstream_error":
             error = dialect.stream_error(ask, plan, fault.status or dialect.midstream_status)
             payloads = [*plan.content[:1], error]
-        else:
-            payloads = plan.content + plan.tail
+        elif kind == "stall":
+            payloads, complete = plan.content[: _chunks_to(pieces, fault.after_words)], False
+            ending = "stall"
+        elif kind == "cut":
+            payloads, complete = plan.content[: _chunks_to(pieces, fault.after_words)], False
+            ending = "end" if fault.abort is False else "close"
+        elif kind == "bad_event":
+            at = min(_chunks_to(pieces, fault.after_words), len(plan.content))
+            payloads = [*plan.content[:at], dialect.broken_event, *plan.content[at:], *plan.tail]
+        elif kind == "no_done":
+            payloads = [p for p in payloads if p != DONE]
         response = web.StreamResponse(headers=dialect.stream_headers(ask, plan))
         await response.prepare(request)
-        chunk_delay = self.config.stream_chunk_delay_ms / 1000
-        if chunk_delay and ask.sse:
-            if plan.comments:
-                await response.write(dialect.frame(ask, [], comments=plan.comments, complete=False))
-            for i, payload in enumerate(payloads):
-                if i:
-                    await asyncio.sleep(chunk_delay)
-                await response.write(dialect.frame(ask, [payload], comments=[], complete=False))
-        else:
-            data = dialect.frame(ask, payloads, comments=plan.comments, complete=complete)
-            if kind != "truncate" or not fault.abort:
-                # The whole stream and its end in one write: one send() per answer.
-                await response.write_eof(data)
-                return response
+        if kind == "first_token_delay":
+            await self._first_token_delay(response, dialect, ask, fault)
+        data = await self._write_events(response, dialect, ask, plan.comments, payloads, complete)
+        if ending == "end":
+            # Without a chunk delay the whole stream and its end go in one write: one send().
+            await response.write_eof(data)
+            return response
+        if data:
             await response.write(data)
-        if kind == "truncate" and fault.abort and request.transport is not None:
+        if ending == "stall":
+            await self._silence(fault.stall_ms / 1000)
+        if request.transport is not None:
             # close(), not abort(): what was written is flushed, then the connection ends
             # without the chunked terminator, so the client sees a broken transfer.
             request.transport.close()
-            return response
-        await response.write_eof()
         return response
+
+    async def _write_events(
+        self,
+        response: web.StreamResponse,
+        dialect: Dialect,
+        ask: Ask,
+        comments: list[str],
+        payloads: list[str],
+        complete: bool,
+    ) -> bytes:
+        """Write a stream's events, each on its own after ``stream_chunk_delay_ms``; or, without
+        a delay, frame them all and return the bytes for the caller's single last write."""
+        chunk_delay = self.config.stream_chunk_delay_ms / 1000
+        if not (chunk_delay and ask.sse):
+            return dialect.frame(ask, payloads, comments=comments, complete=complete)
+        if comments:
+            await response.write(dialect.frame(ask, [], comments=comments, complete=False))
+        for i, payload in enumerate(payloads):
+            if i:
+                await asyncio.sleep(chunk_delay)
+            await response.write(dialect.frame(ask, [payload], comments=[], complete=False))
+        return b""
+
+    async def _first_token_delay(
+        self, response: web.StreamResponse, dialect: Dialect, ask: Ask, fault: Fault
+    ) -> None:
+        """Silence (or keep-alive comments every ``comment_every_ms``) for ``delay_ms``."""
+        end = time.monotonic() + fault.delay_ms / 1000
+        every = (fault.comment_every_ms or 0) / 1000
+        comment = dialect.comment(ask, dialect.keepalive) if every else b""
+        while (left := end - time.monotonic()) > 0:
+            if not comment:
+                await self._silence(left)
+                break
+            await self._silence(min(every, left))
+            if end - time.monotonic() > 0:
+                await response.write(comment)
+
+    async def _silence(self, seconds: float) -> None:
+        """Sleep, cancelled with the request (client gone) or when the server stops."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.hanging.add(task)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.hanging.discard(task)
 
     async def _truncated(self, request: web.Request, full: web.Response) -> web.StreamResponse:
         """Half of ``full``'s body under its whole Content-Length, then the connection closes."""
@@ -363,13 +471,7 @@ class FakeApp:
         return web.Response(status=499)
 
     async def _hang(self, request: web.Request) -> web.Response:
-        task = asyncio.current_task()
-        assert task is not None
-        self.hanging.add(task)
-        try:
-            await asyncio.sleep(self.config.hang_seconds)
-        finally:
-            self.hanging.discard(task)
+        await self._silence(self.config.hang_seconds)
         return self._drop(request)
 
     def _record(self, dialect: Dialect, request: web.Request, body: Any) -> dict | None:
@@ -474,6 +576,18 @@ class FakeApp:
 
     async def _control_health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
+
+
+def _chunks_to(pieces: list[str], words: int | None) -> int:
+    """How many of a stream's text pieces carry at least ``words`` words (all if fewer)."""
+    if not words:
+        return 0
+    sent = 0
+    for i, piece in enumerate(pieces):
+        sent += count_words(piece)
+        if sent >= words:
+            return i + 1
+    return len(pieces)
 
 
 # --- Serving -------------------------------------------------------------------------------------

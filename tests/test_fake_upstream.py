@@ -486,7 +486,7 @@ def test_hang_is_a_timeout(fake, case, settings):
 
 
 def test_hang_on_a_stream_is_a_timeout(fake, settings):
-    settings.LLM_TIMEOUT = 1
+    settings.LLM_TIMEOUT = settings.LLM_FIRST_TOKEN_TIMEOUT = 1  # a stream waits for its first text
     settings.LLM_MAX_RETRIES = 0
     fake.script("gemini", ["hang"])
     with pytest.raises(UpstreamTimeout):
@@ -500,7 +500,8 @@ def test_malformed_is_unavailable(fake, case):
         client(case).complete(ask(case))
     # Our client reports a 200 that is not JSON at once: it does not retry it.
     assert caught.value.requests == 1
-    with pytest.raises(ProviderUnavailable, match="not JSON"):
+    # In a stream the event that is not JSON is skipped (SPEC §5.1); the stream then lacks its end.
+    with pytest.raises(ProviderUnavailable, match="ended before the answer was complete"):
         stream_all(client(case), ask(case))
     assert fake.pending()[case.name] == []
 
