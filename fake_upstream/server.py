@@ -29,6 +29,7 @@ rejected the way each provider rejects a bad key. Faults are scripted per provid
 (``faults``) and everything is steered through a control API on the same port:
 
     POST /_fake/script   {"provider": "gemini", "faults": ["reset", {"status": 429, ...}]}
+    DELETE /_fake/script drop what is left of the scripts (outage windows too), keep the records
     POST /_fake/reset    clear the scripts and the records (the configuration stays)
     GET  /_fake/requests recorded requests, oldest first (``?provider=gemini`` filters);
                          auth values are never recorded, only whether a key came and its
@@ -194,6 +195,7 @@ class FakeApp:
             *(web.get(f"{base}/models", self._listing(c)) for base in custom),
             web.post("/_fake/script", self._control_script),
             web.get("/_fake/script", self._control_pending),
+            web.delete("/_fake/script", self._control_clear_scripts),
             web.post("/_fake/reset", self._control_reset),
             web.get("/_fake/requests", self._control_requests),
             web.get("/_fake/config", self._control_config),
@@ -212,10 +214,13 @@ class FakeApp:
     def pending(self) -> dict[str, list[dict]]:
         return {name: [f.as_dict() for f in queue] for name, queue in self.faults.items()}
 
-    def reset(self) -> None:
+    def clear_scripts(self) -> None:
         for queue in self.faults.values():
             queue.clear()
         self.windows.clear()
+
+    def reset(self) -> None:
+        self.clear_scripts()
         self.records.clear()
         self.served.clear()
 
@@ -549,6 +554,10 @@ class FakeApp:
     async def _control_pending(self, request: web.Request) -> web.Response:
         return web.json_response(self.pending())
 
+    async def _control_clear_scripts(self, request: web.Request) -> web.Response:
+        self.clear_scripts()
+        return web.json_response({"ok": True})
+
     async def _control_reset(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"ok": True})
@@ -754,6 +763,10 @@ class FakeUpstream:
     def stats(self) -> dict[str, int]:
         return self._call(lambda: dict(self._server.fake.served))
 
+    def clear_scripts(self) -> None:
+        """Drop the faults still queued (and open outage windows); the records stay."""
+        self._call(self._server.fake.clear_scripts)
+
     def reset(self) -> None:
         self._call(self._server.fake.reset)
 
@@ -797,6 +810,9 @@ class FakeUpstreamClient:
 
     def stats(self) -> dict[str, int]:
         return self._request("GET", "/_fake/stats")["requests"]
+
+    def clear_scripts(self) -> None:
+        self._request("DELETE", "/_fake/script")
 
     def reset(self) -> None:
         self._request("POST", "/_fake/reset", {})

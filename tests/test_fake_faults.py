@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import pytest
 
-from fake_upstream import FakeConfig, FakeUpstream
+from fake_upstream import FakeConfig, FakeUpstream, FakeUpstreamClient
 from fake_upstream.dialects import CONTENT_POLICY, PREFILL_REFUSED
 from fake_upstream.faults import FaultError, parse_faults
 from tests.conftest import FAKE_KEYS
@@ -485,6 +485,20 @@ def test_outage_windows_apply_to_any_fault(fake):
     assert not generate(fake, "openai", stream=True).complete
     time.sleep(0.35)
     assert generate(fake, "openai", stream=True).complete
+
+
+def test_clear_scripts_keeps_the_records(fake):
+    remote = FakeUpstreamClient(fake.url)
+    fake.script("openai", [{"status": 503, "for_seconds": 60}, "hang"])
+    assert generate(fake, "openai").status == 503
+    remote.clear_scripts()
+    assert fake.pending()["openai"] == []
+    assert generate(fake, "openai").status == 200
+    assert [r["status"] for r in fake.requests("openai")] == [503, 200]
+    fake.script("gemini", [{"status": 500, "for_seconds": 60}])
+    assert generate(fake, "gemini").status == 500
+    fake.clear_scripts()
+    assert generate(fake, "gemini").status == 200
 
 
 def test_a_chunk_delay_sends_the_cut_stream_piece_by_piece(fake):
