@@ -11,6 +11,7 @@ router resolved, and the key appears nowhere but in the request's auth header.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -254,7 +255,12 @@ class Provider:
         raise NotImplementedError
 
     def read_stream_event(self, data: str, state: StreamState) -> str | None:
-        """Read one SSE ``data`` payload; update ``state``; return the text delta, if any."""
+        """Read one SSE ``data`` payload; update ``state``; return the text delta, if any.
+
+        Data that is not JSON, or JSON of a shape the provider does not send, may raise what
+        reading it raises (``ValueError``, ``KeyError``, ``TypeError``…): the stream logs and
+        skips that event. An error the provider reports in the stream is raised as the mapped
+        ``LLMError``, after reading any usage the event carries (``state.usage``)."""
         raise NotImplementedError
 
     def read_error(self, status: int, body: Any, headers: Mapping[str, str]) -> LLMError:
@@ -651,6 +657,9 @@ class ProviderStream:
         self.first_text_by = sent_at + provider.first_token_timeout
         self._socket = _socket_of(response)
         self._socket_timeout: float | None = None
+        # Restored when the stream ends: the connection goes back to the shared pool, and its
+        # next request is written before urllib3 sets a timeout of its own.
+        self._pool_timeout = self._socket.gettimeout() if self._socket is not None else None
         self._events = self._read()
 
     def __iter__(self) -> Iterator[TextDelta]:
@@ -706,6 +715,11 @@ class ProviderStream:
             self._socket.settimeout(timeout)
             self._socket_timeout = timeout
 
+    def _disarm(self) -> None:
+        if self._socket is not None and self._socket_timeout is not None:
+            with contextlib.suppress(OSError):  # already closed: nothing to restore
+                self._socket.settimeout(self._pool_timeout)
+
     def _read(self) -> Iterator[TextDelta]:
         provider, state = self.provider, self.state
         try:
@@ -744,6 +758,7 @@ class ProviderStream:
                 )
             ) from None
         finally:
+            self._disarm()
             self._response.close()
         if not state.finished:
             raise self._failed(

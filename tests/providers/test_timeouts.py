@@ -286,3 +286,15 @@ def test_retry_after_survives_into_the_final_error(http, sleeps, status):
     assert sleeps == [2.0, 2.0, 2.0]
     assert caught.value.retry_after == 2.0
     assert caught.value.as_dict()["code"] in ("rate_limited", "provider_error")
+
+
+def test_the_pooled_connection_gets_its_timeout_back_after_a_stream(server, provider):
+    # The socket goes back to the shared pool; its next request must not inherit a timeout
+    # shortened to what was left of the first-text bound.
+    server.script.pieces = [(0.05, b": waiting\n\n"), (0.0, chunk("ok", finish="stop"))]
+    stream = provider.stream(ask())
+    socket = stream._socket
+    assert socket is not None
+    assert stream.drain().text == "ok"
+    assert socket.gettimeout() == 0.4
+    assert provider.stream(ask()).drain().text == "ok"
