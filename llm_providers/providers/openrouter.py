@@ -81,9 +81,12 @@ class OpenRouterProvider(OpenAICompatibleProvider):
         metadata = _metadata(body)
         message = _with_upstream_detail(error_text(body), metadata, self._without_key)
         codes = error_codes(body) | error_codes(_raw(metadata))
-        if status in (400, 403) and (metadata.get("reasons") or metadata.get("flagged_input")):
-            # OpenRouter's moderation: the reasons say why the input was flagged.
-            reasons = metadata.get("reasons")
+        if status in (400, 403) and any(
+            metadata.get(field) for field in ("reasons", "flagged_input", "patterns")
+        ):
+            # OpenRouter's moderation (``reasons``, ``flagged_input``) and guardrails
+            # (``patterns``): the input was refused, not the key.
+            reasons = metadata.get("reasons") or metadata.get("patterns")
             reasons = ", ".join(map(str, reasons)) if isinstance(reasons, list) else ""
             return ContentPolicyViolation(
                 f"OpenRouter refused the content: {message}"

@@ -642,3 +642,14 @@ def test_an_error_inside_a_200_keeps_the_billed_usage(http, openrouter):
     with pytest.raises(ProviderUnavailable, match="Upstream went away") as caught:
         openrouter.complete(ask())
     assert caught.value.partial_usage == Usage(10, 1, 11, Decimal("0.00001"))
+
+
+def test_guardrail_403_is_a_content_policy_violation(http, openrouter):
+    fail(
+        http,
+        403,
+        "Request blocked: prompt injection patterns detected",
+        metadata={"patterns": ["ignore all previous instructions"]},
+    )
+    with pytest.raises(ContentPolicyViolation, match="ignore all previous instructions"):
+        openrouter.complete(ask())
