@@ -154,6 +154,15 @@ class StreamInterrupted(ProviderFailure):
     code = "stream_interrupted"
     status = 502
 
+    def __init__(self, message: str, *, failures: Sequence[FailedAttempt] = (), **kwargs):
+        super().__init__(message, **kwargs)
+        self.failures = list(failures)
+
+    def as_dict(self) -> dict:
+        body = super().as_dict()
+        body["attempts"] = [f.as_dict() for f in self.failures]
+        return body
+
 
 class RateLimited(ProviderFailure):
     code = "rate_limited"

@@ -41,6 +41,7 @@ def llm_generate(
     temperature: float | None = None,
     max_tokens: int | None = None,
     fallback: bool = True,
+    fallback_models: list[str] | None = None,
 ) -> Generation:
     """Generate from a prompt; return the full ``Generation``. See ``router.generate``."""
     temperature, max_tokens = _defaults(json_struct, temperature, max_tokens)
@@ -54,6 +55,7 @@ def llm_generate(
         max_tokens=max_tokens,
         user_id=user_id,
         fallback=fallback,
+        fallback_models=fallback_models,
     )
 
 
@@ -95,6 +97,7 @@ def llm_stream(
     temperature: float | None = None,
     max_tokens: int | None = None,
     fallback: bool = True,
+    fallback_models: list[str] | None = None,
 ) -> Iterator[TextDelta | Generation]:
     """Stream text: ``TextDelta`` items, then the ``Generation`` with usage."""
     temperature, max_tokens = _defaults(None, temperature, max_tokens)
@@ -107,6 +110,7 @@ def llm_stream(
         max_tokens=max_tokens,
         user_id=user_id,
         fallback=fallback,
+        fallback_models=fallback_models,
     )
 
 

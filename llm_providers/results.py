@@ -121,6 +121,8 @@ class Generation:
     user_id: int | None = None
     # USD, set when the call is accounted (price table or the provider's reported cost).
     cost: Decimal | None = None
+    # A stream that broke after text was sent and was continued by the next entry of the chain.
+    resumed: bool = False
 
     @property
     def text(self) -> str:

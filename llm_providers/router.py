@@ -1,9 +1,14 @@
-"""The router: validate the request, pick the provider, fall back, and account the attempts.
+"""The router: validate the request, walk its chain, continue broken streams, account attempts.
 
-Data flows one way: caller → ``generate``/``stream`` (validation, provider chain) → provider
-(HTTP) → ``Completion`` → accounting → ``Generation``. The fallback loop has the shape of
-``django.contrib.auth.authenticate``: a provider failure moves on to the next provider; a caller
-error (or a configuration error) stops at once.
+Data flows one way: caller → ``generate``/``stream`` (validation, the chain, the budget) →
+provider (HTTP) → ``Completion`` → accounting → ``Generation``. The chain loop has the shape of
+``django.contrib.auth.authenticate``: a provider failure (or a context window too small) moves on
+to the next entry; any other caller error, or a configuration error, stops at once.
+
+Every attempt is in the ledger from the moment it starts (``accounting.ledger.begin_attempt``):
+a process that dies mid-call leaves an ``in_flight`` row that the sweep settles. The request's
+budget reservation is held by its one in-flight row, handed from attempt to attempt, and
+released with the last.
 """
 
 from __future__ import annotations
@@ -13,38 +18,38 @@ import numbers
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
-from . import registry
-from .accounting import budgets
+from . import circuits
+from .accounting import budgets, ledger
 from .accounting.budgets import Reservation
-from .accounting.ledger import record_call_safely
+from .accounting.models import LedgerEntry
 from .accounting.prices import estimate_tokens, worst_case_cost
+from .chains import Chain, Step, plan, route
 from .conf import llm_settings
 from .exceptions import (
     AllProvidersFailed,
+    ContextLengthExceeded,
     FailedAttempt,
     InvalidRequest,
     LLMError,
     ProviderFailure,
+    ProviderUnavailable,
+    StreamInterrupted,
 )
-from .keys import ResolvedKey, mark_used, resolve_keys
-from .providers.base import Provider, ProviderStream
+from .keys import mark_used, resolve_keys
+from .providers.base import ProviderStream
 from .results import Attempt, ChatRequest, Completion, Generation, Message, TextDelta, Usage
 from .structured import check_schema
 
+__all__ = ["Step", "build_request", "generate", "plan", "route", "stream", "user_pk"]
+
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Step:
-    """One provider in the chain, with the model and key it will be called with."""
-
-    provider: type[Provider]
-    model: str
-    key: ResolvedKey
-    is_fallback: bool
+# What moves a request down its chain: the provider failed, or the model's window is too small.
+MOVES_ON = (ProviderFailure, ContextLengthExceeded)
 
 
 # --- Validation ------------------------------------------------------------------------------
@@ -125,41 +130,12 @@ def build_request(
     )
 
 
-# --- The chain -------------------------------------------------------------------------------
-
-
-def plan(
-    provider: str | None, model: str | None, *, fallback: bool, keys: dict[str, ResolvedKey]
-) -> list[Step]:
-    """The providers to try, in order: the requested or primary one, then the fallbacks.
-
-    Fallbacks are the other available providers (a key, or none needed), in priority order,
-    each with its default model. A named provider without a key is a configuration error (no
-    fallback).
-    """
-    classes = registry.provider_classes()
-    if provider is not None:
-        first = registry.provider_class(provider).name
-    else:
-        first = registry.primary_provider(keys, classes)
-        if first is None:
-            raise registry.no_provider_error()
-    if first not in keys:
-        raise registry.missing_key_error(first)
-    first_cls = registry.provider_class(first)
-    first_model = model or first_cls.default_model()
-    first_cls.check_model(first_model)
-    chain = [Step(first_cls, first_model, keys[first], is_fallback=False)]
-    if fallback:
-        for cls in classes:
-            if cls.name != first and cls.name in keys:
-                chain.append(Step(cls, cls.default_model(), keys[cls.name], is_fallback=True))
-    return chain
+# --- Attempts and their ledger rows ----------------------------------------------------------
 
 
 def _attempt_failed(step: Step, exc: LLMError, started: float) -> Attempt:
     return Attempt(
-        provider=step.provider.name,
+        provider=step.name,
         model=exc.model or step.model,
         requested_model=step.model,
         is_fallback=step.is_fallback,
@@ -172,7 +148,7 @@ def _attempt_failed(step: Step, exc: LLMError, started: float) -> Attempt:
 
 def _attempt_succeeded(step: Step, completion: Completion) -> Attempt:
     return Attempt(
-        provider=step.provider.name,
+        provider=step.name,
         model=completion.model,
         requested_model=step.model,
         is_fallback=step.is_fallback,
@@ -182,7 +158,7 @@ def _attempt_succeeded(step: Step, completion: Completion) -> Attempt:
     )
 
 
-def _estimated_usage(request: ChatRequest, text: list[str]) -> Usage:
+def _estimated_usage(request: ChatRequest, text: Sequence[str]) -> Usage:
     """Tokens of a stream cut off before the provider reported usage, estimated from text."""
     prompt = estimate_tokens(_prompt_chars(request))
     completion = estimate_tokens(len("".join(text)))
@@ -198,49 +174,123 @@ def _ms_since(started: float) -> int:
 
 
 def _for_step(request: ChatRequest, step: Step) -> ChatRequest:
-    """The request with the step's model: the same (frozen) object when it already has it, as
-    when the caller named the model; ``dataclasses.replace`` is a copy field by field."""
+    """The request with the step's model: the same (frozen) object when it already has it."""
     return request if request.model == step.model else replace(request, model=step.model)
 
 
-def _reserve(
-    uid: int | None, request: ChatRequest, steps: list[Step], user: Any = None
-) -> Reservation | None:
-    """Reserve the worst case of the chain against the user's budget (BudgetExceeded if not).
+class Tracker:
+    """The ledger side of one request: the in-flight row of the attempt under way, handed to
+    the next attempt in the same transaction that settles it, and the settled rows."""
 
-    ``user``: the caller's ``user_id`` argument; a user object may carry its budget row."""
-    chars = _prompt_chars(request)
-    max_tokens = request.max_tokens or int(llm_settings.LLM_DEFAULT_MAX_TOKENS)
-    estimate = max(
-        worst_case_cost(step.provider.name, step.model, chars, max_tokens) for step in steps
+    def __init__(
+        self, request_id: str, uid: int | None, estimate: Decimal, reservation: Reservation | None
+    ):
+        self.request_id = request_id
+        self.uid = uid
+        self.estimate = estimate
+        self.reservation = reservation
+        self.row: LedgerEntry | None = None
+        self.rows: list[LedgerEntry] = []
+        self.attempts: list[Attempt] = []
+        self._closed = False
+
+    def begin(self, step: Step) -> None:
+        """The attempt of ``step`` starts: its row exists before its first upstream byte."""
+        if self.row is None:
+            self.row = ledger.begin_attempt(
+                self.request_id,
+                self.uid,
+                provider=step.name,
+                model=step.model,
+                is_fallback=step.is_fallback,
+                estimate=self.estimate,
+                reservation=self.reservation,
+            )
+
+    def end(self, attempt: Attempt, then: Step | None = None) -> None:
+        """Settle the attempt under way; hand its reservation to ``then``'s row, or release it."""
+        self.attempts.append(attempt)
+        if self.row is None:  # never began (nothing was sent)
+            return
+        row, self.row = self.row, None
+        nxt = None
+        if then is not None:
+            nxt = {"provider": then.name, "model": then.model, "is_fallback": then.is_fallback}
+        try:
+            final, self.row = ledger.finish_attempt(
+                row, attempt, reservation=self.reservation, next_attempt=nxt
+            )
+        except Exception:
+            # The row stays in flight with the reservation: the sweep settles both. Later
+            # attempts hold none, and close() must not release it a second time.
+            self.reservation, self._closed = None, True
+            _log_unrecorded(self.request_id, self.uid, attempt)
+            if llm_settings.LLM_STRICT_ACCOUNTING:
+                raise
+            return
+        self.rows.append(final)
+        if then is None:
+            self._closed = True
+
+    def close(self) -> None:
+        """The request is over: release a reservation no attempt took over (the chain ended
+        before its first attempt began)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.row is None and self.reservation is not None:
+            ledger.release(self.reservation)
+
+    @property
+    def cost(self) -> Decimal | None:
+        return self.rows[-1].cost if self.rows else None
+
+
+def _log_unrecorded(request_id: str, uid: int | None, attempt: Attempt) -> None:
+    usage = attempt.usage
+    logger.exception(
+        "Could not record LLM usage: request=%s user=%s provider=%s model=%s tokens=%s/%s "
+        "reported_cost=%s succeeded=%s",
+        request_id,
+        uid,
+        attempt.provider,
+        attempt.model,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.reported_cost,
+        attempt.succeeded,
     )
-    return budgets.reserve(uid, estimate, user=user)
 
 
-def _account(
-    request_id: str,
-    user_id: int | None,
-    attempts: list[Attempt],
-    steps: list[Step],
-    reservation: Reservation | None,
-):
-    """Record what a generation did: the one place every path ends, success or failure."""
-    used = {a.provider for a in attempts if a.succeeded}
-    for step in steps:
-        if step.provider.name in used:
-            mark_used(step.key)
-    if not attempts and reservation is None:
-        return []
-    return record_call_safely(request_id, user_id, attempts, reservation)
-
-
-def _all_failed(attempts: list[Attempt]) -> AllProvidersFailed:
-    return AllProvidersFailed(
-        [FailedAttempt(a.provider, a.model, a.error) for a in attempts if a.error is not None]
+def _interrupted(step: Step, started: float) -> Attempt:
+    """An attempt cut short by the process itself (a stop signal, an exit)."""
+    return Attempt(
+        provider=step.name,
+        model=step.model,
+        requested_model=step.model,
+        is_fallback=step.is_fallback,
+        error=ProviderUnavailable("the call was interrupted by the server", provider=step.name),
+        latency_ms=_ms_since(started),
+        requests=1,
     )
 
 
-# --- Entry points ----------------------------------------------------------------------------
+def _all_failed(attempts: Sequence[Attempt], chain: Chain) -> AllProvidersFailed:
+    failures = [FailedAttempt(a.provider, a.model, a.error) for a in attempts if a.error]
+    failures += [FailedAttempt(s.name, s.model, error) for s, error in chain.skipped]
+    return AllProvidersFailed(failures)
+
+
+def _health(step: Step, error: LLMError | None) -> None:
+    """Tell the step's circuit how the call went: provider failures count, caller errors
+    (content refused, a window too small) say nothing about the provider's health."""
+    if error is None:
+        circuits.record_success(step.name)
+    elif isinstance(error, ProviderFailure):
+        circuits.record_failure(step.name)
+
+
+# --- Preparing a request ---------------------------------------------------------------------
 
 
 def _prepare(
@@ -249,14 +299,48 @@ def _prepare(
     provider: str | None,
     user_id: Any,
     fallback: bool,
+    fallback_models: Sequence[str] | None,
     **params: Any,
-) -> tuple[ChatRequest, int | None, list[Step], Reservation | None]:
+) -> tuple[ChatRequest, list[Step], Tracker, float]:
     """Everything settled before the first upstream request, in order: validation (caller
-    errors), the provider chain (configuration errors), the budget reservation."""
+    errors), the chain (configuration errors, bad entries), the budget reservation of the
+    chain's dearest entry. Returns the request, its chain, its tracker and its deadline."""
+    deadline = time.monotonic() + float(llm_settings.LLM_REQUEST_DEADLINE)
     request = build_request(messages, **params)
     uid = user_pk(user_id)
-    steps = plan(provider, request.model or None, fallback=fallback, keys=resolve_keys())
-    return request, uid, steps, _reserve(uid, request, steps, user_id)
+    if fallback_models is not None and not isinstance(fallback_models, list | tuple):
+        raise InvalidRequest(
+            "fallback_models must be a list of model ids.", field="fallback_models"
+        )
+    steps = plan(
+        provider,
+        request.model or None,
+        fallback=fallback,
+        keys=resolve_keys(),
+        fallback_models=fallback_models,
+    )
+    chars = _prompt_chars(request)
+    max_tokens = request.max_tokens or int(llm_settings.LLM_DEFAULT_MAX_TOKENS)
+    estimate = max(worst_case_cost(s.name, s.model, chars, max_tokens) for s in steps)
+    reservation = budgets.reserve(uid, estimate, user=user_id)
+    tracker = Tracker(uuid.uuid4().hex, uid, estimate, reservation)
+    return request, steps, tracker, deadline
+
+
+def _client(step: Step, deadline: float):
+    return step.provider(step.key.secret, key_source=step.key.source, deadline=deadline)
+
+
+def _finished(generation: Generation, tracker: Tracker, steps: Sequence[Step]) -> Generation:
+    for step in steps:
+        if step.name == generation.provider:
+            mark_used(step.key)
+            break
+    generation.cost = tracker.cost
+    return generation
+
+
+# --- Entry points ----------------------------------------------------------------------------
 
 
 def generate(
@@ -270,9 +354,13 @@ def generate(
     max_tokens: int | None = None,
     user_id: Any = None,
     fallback: bool = True,
+    fallback_models: Sequence[str] | None = None,
 ) -> Generation:
-    """Generate a completion, falling back across providers; raise when none answers."""
-    request, uid, steps, reservation = _prepare(
+    """Generate a completion along the request's chain; raise when no entry answers.
+
+    ``fallback_models``: the chain after the first model (``<provider>/<model>`` ids); None
+    for the configured or automatic one; ``fallback=False`` for none at all."""
+    request, steps, tracker, deadline = _prepare(
         messages,
         system_prompt=system_prompt,
         model=model,
@@ -282,37 +370,41 @@ def generate(
         provider=provider,
         user_id=user_id,
         fallback=fallback,
+        fallback_models=fallback_models,
     )
-    request_id = uuid.uuid4().hex
-    attempts: list[Attempt] = []
     try:
-        generation = _run(request, request_id, uid, steps, attempts)
-    except BaseException:
-        _account(request_id, uid, attempts, steps, reservation)
-        raise
-    entries = _account(request_id, uid, attempts, steps, reservation)
-    generation.cost = entries[-1].cost
-    return generation
+        generation = _run(request, steps, tracker, deadline)
+    finally:
+        tracker.close()
+    return _finished(generation, tracker, steps)
 
 
-def _run(
-    request: ChatRequest, request_id: str, uid: int | None, steps: list[Step], attempts: list
-) -> Generation:
-    for step in steps:
-        step.provider.check_model(step.model)
-        client = step.provider(step.key.secret, key_source=step.key.source)
+def _run(request: ChatRequest, steps: list[Step], tracker: Tracker, deadline: float) -> Generation:
+    chain = Chain(steps, deadline)
+    step = chain.next()
+    while step is not None:
+        tracker.begin(step)
         started = time.monotonic()
         try:
-            completion = client.complete(_for_step(request, step))
-        except ProviderFailure as exc:
-            attempts.append(_attempt_failed(step, exc, started))
+            completion = _client(step, deadline).complete(_for_step(request, step))
+        except MOVES_ON as exc:
+            _health(step, exc)
+            nxt = chain.next()
+            tracker.end(_attempt_failed(step, exc, started), nxt)
+            step = nxt
             continue
         except LLMError as exc:
-            attempts.append(_attempt_failed(step, exc, started))
+            _health(step, exc)
+            tracker.end(_attempt_failed(step, exc, started))
             raise
-        attempts.append(_attempt_succeeded(step, completion))
-        return Generation(request_id, completion, attempts, user_id=uid)
-    raise _all_failed(attempts)
+        except BaseException:
+            tracker.end(_interrupted(step, started))
+            raise
+        _health(step, None)
+        attempt = _attempt_succeeded(step, completion)
+        tracker.end(attempt)
+        return Generation(tracker.request_id, completion, tracker.attempts, user_id=tracker.uid)
+    raise _all_failed(tracker.attempts, chain)
 
 
 def stream(
@@ -325,14 +417,17 @@ def stream(
     max_tokens: int | None = None,
     user_id: Any = None,
     fallback: bool = True,
+    fallback_models: Sequence[str] | None = None,
 ) -> Iterator[TextDelta | Generation]:
     """Stream a completion: ``TextDelta`` items, then the ``Generation``.
 
-    Validation and the provider chain are settled before the first item. Falling back is
-    possible until the first text arrives; after that an upstream failure ends the stream with
-    ``AllProvidersFailed``. A stream closed early by its consumer is accounted as abandoned.
+    Validation, the chain and the reservation are settled before the first item. Until text
+    reaches the consumer a failure moves down the chain; after that the stream is continued
+    (``_Continuation``), and ends with ``StreamInterrupted`` if no entry can continue it —
+    never with a ``Generation`` after a truncated answer. A stream closed early by its
+    consumer is accounted as abandoned.
     """
-    request, uid, steps, reservation = _prepare(
+    request, steps, tracker, deadline = _prepare(
         messages,
         system_prompt=system_prompt,
         model=model,
@@ -342,64 +437,143 @@ def stream(
         provider=provider,
         user_id=user_id,
         fallback=fallback,
+        fallback_models=fallback_models,
     )
-    return _stream(request, uid, steps, reservation)
+    return _stream(request, steps, tracker, deadline)
 
 
 def _stream(
-    request: ChatRequest, uid: int | None, steps: list[Step], reservation: Reservation | None
+    request: ChatRequest, steps: list[Step], tracker: Tracker, deadline: float
 ) -> Iterator[TextDelta | Generation]:
-    request_id = uuid.uuid4().hex
-    attempts: list[Attempt] = []
-    generation: Generation | None = None
+    chain = Chain(steps, deadline)
+    delivered: list[str] = []  # the text the consumer has received
+    mode = "fresh"  # then "prefill" or "restart" once text was delivered (SPEC §5.1)
     try:
-        for step in steps:
-            step.provider.check_model(step.model)
-            client = step.provider(step.key.secret, key_source=step.key.source)
+        step = chain.next()
+        while step is not None:
+            tracker.begin(step)
             started = time.monotonic()
+            so_far = "".join(delivered)
+            asked = _for_step(request, step)
+            if mode == "prefill":
+                asked = replace(asked, messages=(*asked.messages, Message("assistant", so_far)))
             try:
-                upstream: ProviderStream = client.stream(_for_step(request, step))
-            except ProviderFailure as exc:
-                attempts.append(_attempt_failed(step, exc, started))
-                continue
-            except LLMError as exc:
-                attempts.append(_attempt_failed(step, exc, started))
+                upstream: ProviderStream = _client(step, deadline).stream(asked)
+            except BaseException as exc:
+                if not isinstance(exc, LLMError):
+                    tracker.end(_interrupted(step, started))
+                    raise
+                _health(step, exc)
+                attempt = _attempt_failed(step, exc, started)
+                if mode == "prefill" and type(exc) is InvalidRequest:
+                    # Refused the prefill (or something in it): ask the same entry without one.
+                    mode, step = "restart", chain.again(step)
+                    tracker.end(attempt, step)
+                    continue
+                if isinstance(exc, MOVES_ON):
+                    step = chain.next()
+                    mode = "prefill" if delivered else "fresh"
+                    tracker.end(attempt, step)
+                    continue
+                tracker.end(attempt)
                 raise
+            extend = _Extension(so_far if mode == "restart" else "")
             try:
                 # Not `yield from`: it would close `upstream` before GeneratorExit reaches us,
                 # and an abandoned stream may still have to be read for its billed usage.
-                for delta in upstream:  # noqa: UP028
-                    yield delta
+                for delta in upstream:
+                    new = extend.push(delta.text)
+                    if new is None:
+                        raise _Diverged(step)
+                    if new:
+                        delivered.append(new)
+                        yield TextDelta(new)
             except GeneratorExit:
-                attempts.append(_abandoned(step, upstream, request, started))
+                tracker.end(_abandoned(step, upstream, request, started))
                 raise
+            except _Diverged:
+                attempt = _abandoned(step, upstream, request, started)
+                attempt.error = ProviderUnavailable(
+                    f"{step.provider.label} restarted the answer differently; it cannot "
+                    "continue what was already sent",
+                    provider=step.name,
+                )
+                attempt.abandoned = False
+                step, mode = chain.next(), "prefill"
+                tracker.end(attempt, step)
+                continue
             except LLMError as exc:
+                _health(step, exc)
                 attempt = _attempt_failed(step, exc, started)
                 if attempt.partial_usage is None and upstream.state.text:
-                    # Text reached the caller, so the provider generated (and bills) it, but
-                    # its usage report never came: charge an estimate, flagged as one.
+                    # Text came, so the provider generated (and bills) it, but its usage
+                    # report never did: charge an estimate, flagged as one.
                     attempt.partial_usage = _estimated_usage(request, upstream.state.text)
                     attempt.usage_estimated = True
-                attempts.append(attempt)
-                if isinstance(exc, ProviderFailure) and not upstream.state.text:
-                    continue  # nothing reached the caller yet: the next provider may answer
-                if isinstance(exc, ProviderFailure):
-                    raise _all_failed(attempts) from None
+                if isinstance(exc, MOVES_ON):
+                    step = chain.next()
+                    mode = "prefill" if delivered else "fresh"
+                    tracker.end(attempt, step)
+                    continue
+                tracker.end(attempt)
                 raise
-            assert upstream.completion is not None
-            attempts.append(_attempt_succeeded(step, upstream.completion))
-            generation = Generation(request_id, upstream.completion, attempts, user_id=uid)
+            except BaseException:
+                tracker.end(_interrupted(step, started))
+                raise
+            _health(step, None)
+            completion = upstream.completion
+            assert completion is not None
+            tracker.end(_attempt_succeeded(step, completion))
+            resumed = mode != "fresh"
+            if resumed:
+                completion = replace(completion, text="".join(delivered))
+            generation = Generation(
+                tracker.request_id, completion, tracker.attempts, user_id=tracker.uid
+            )
+            generation.resumed = resumed
             break
         else:
-            raise _all_failed(attempts)
-    except BaseException:
-        _account(request_id, uid, attempts, steps, reservation)
-        raise
-    # Recorded before the final item is handed over, so a consumer that stops right after the
+            if delivered:
+                failed = _all_failed(tracker.attempts, chain)
+                raise StreamInterrupted(
+                    "The stream broke after part of the answer was sent, and no model of the "
+                    f"chain could continue it ({failed.message}). The text received is "
+                    "incomplete.",
+                    failures=failed.failures,
+                )
+            raise _all_failed(tracker.attempts, chain)
+    finally:
+        tracker.close()
+    # Accounted before the final item is handed over, so a consumer that stops right after the
     # text still has its usage recorded, and the Generation carries its cost.
-    entries = _account(request_id, uid, attempts, steps, reservation)
-    generation.cost = entries[-1].cost
-    yield generation
+    yield _finished(generation, tracker, steps)
+
+
+class _Diverged(Exception):
+    """A restarted answer does not begin with the text already delivered."""
+
+    def __init__(self, step: Step):
+        super().__init__(step.label)
+
+
+class _Extension:
+    """Passes on only what extends ``prefix``: a restarted answer is read silently while it
+    repeats the text already delivered, then streamed from where that text ended."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.seen = ""
+
+    def push(self, text: str) -> str | None:
+        """The part of ``text`` to deliver ("" for none yet), or None when the answer diverged."""
+        if not self.prefix:
+            return text
+        before, self.seen = self.seen, self.seen + text
+        if len(self.seen) <= len(self.prefix):
+            return "" if self.prefix.startswith(self.seen) else None
+        if len(before) < len(self.prefix) and not self.seen.startswith(self.prefix):
+            return None
+        return self.seen[max(len(before), len(self.prefix)) :]
 
 
 def _abandoned(
@@ -424,7 +598,7 @@ def _abandoned(
     if usage is None:
         usage, estimated = _estimated_usage(request, state.text), True
     return Attempt(
-        provider=step.provider.name,
+        provider=step.name,
         model=state.model,
         requested_model=step.model,
         is_fallback=step.is_fallback,

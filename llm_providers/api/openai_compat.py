@@ -4,8 +4,8 @@ So the official ``openai`` SDK (``base_url=<host>/api/llm/v1``, ``api_key=<DRF t
 accounted like every other call. ``model`` picks the provider (SPEC §8, §12.1): ``<name>/<id>``
 for any provider of the registry (``gemini/…``, ``hf/…``, a custom ``ollama/llama3.2``), any other
 ``<vendor>/<name>`` OpenRouter; omitted or ``auto`` is the primary provider with its default
-model, and only then does it fall back — a client that names a model gets that model or an
-error, never another one.
+model. The chain (SPEC §5.1) applies whatever ``model`` says: ``models`` (OpenRouter's name for
+it) gives the request's own fallbacks, else ``LLM_FALLBACKS`` or the other available providers.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from .. import registry, router
+from .. import router
 from ..exceptions import LLMError
 from ..results import Generation, Message, TextDelta
+from ..router import route
 from .base import AppAPIView
 from .schema import OpenApiTypes, extend_schema, extend_schema_field
 from .serializers import StrictBooleanField, StrictFloatField, StrictIntegerField
@@ -31,22 +32,6 @@ _FINISH = {
     "SAFETY": "content_filter",
     "RECITATION": "content_filter",
 }
-
-
-def route(model: str | None) -> tuple[str | None, str | None]:
-    """(provider, model id) for an OpenAI-style model name; (None, None) for the default.
-
-    ``<provider>/<model>``, where the provider is any name or alias of the registry (custom
-    ones included, so a custom ``mistralai`` wins over OpenRouter's vendor of that name), sends
-    the rest of the id upstream; any other ``<vendor>/<name>`` is an OpenRouter model."""
-    if not model or model == "auto":
-        return None, None
-    prefix, _, rest = model.partition("/")
-    if rest:
-        name = registry.canonical_name(prefix)
-        if name is not None:
-            return name, rest
-    return "openrouter", model  # vendor/name, validated as an OpenRouter id by the provider
 
 
 def public_model(generation: Generation) -> str:
@@ -129,6 +114,10 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
     stream_options = serializers.DictField(required=False, allow_null=True)
     response_format = ResponseFormatField(required=False, allow_null=True)
     n = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=1)
+    # The fallback models after ``model`` (OpenRouter's ``models``), in routing form.
+    models = serializers.ListField(
+        child=serializers.CharField(max_length=300), required=False, allow_null=True, max_length=10
+    )
 
     def validate_response_format(self, value):
         if not value or value.get("type") in (None, "text"):
@@ -185,7 +174,7 @@ class ChatCompletionsView(AppAPIView):
             "temperature": data.get("temperature"),
             "max_tokens": data.get("max_completion_tokens") or data.get("max_tokens"),
             "user_id": request.user,
-            "fallback": provider is None,
+            "fallback_models": _fallbacks(data.get("models"), data.get("model")),
         }
         created = int(time.time())
         if data.get("stream"):
@@ -212,6 +201,13 @@ class ChatCompletionsView(AppAPIView):
                 "usage": generation.usage.as_dict(),
             }
         )
+
+
+def _fallbacks(models: list[str] | None, model: str | None) -> list[str] | None:
+    """OpenRouter's ``models``: the first one may repeat ``model`` (or stand in for it)."""
+    if not models:
+        return None
+    return models[1:] if models[0] == model else models
 
 
 def _finish(reason: str | None) -> str:

@@ -90,6 +90,10 @@ class GenerateRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer
     max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1)
     json_schema = serializers.JSONField(required=False, allow_null=True)
     stream = StrictBooleanField(required=False, default=False)
+    # The chain after the first model (SPEC §5.1), e.g. ["openrouter/openai/gpt-4o-mini"].
+    fallback_models = serializers.ListField(
+        child=StrictCharField(max_length=300), required=False, allow_null=True, max_length=10
+    )
 
     def validate_prompt(self, value: str) -> str:
         if not value.strip():
@@ -242,6 +246,7 @@ class ProviderSerializer(serializers.Serializer):
     default_model = serializers.CharField()
     priority = serializers.IntegerField()
     primary = serializers.BooleanField()
+    circuit = serializers.ChoiceField(choices=["closed", "open", "half_open"])
 
 
 class ReportRowSerializer(serializers.Serializer):

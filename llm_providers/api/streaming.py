@@ -95,6 +95,8 @@ def generate_events(items: Iterator) -> Iterator[str]:
                 done = dict(GenerationSerializer(item).data)
                 done.pop("text", None)
                 done.pop("data", None)
+                if item.resumed:  # a broken stream continued by the next model (SPEC §5.1)
+                    done["resumed"] = True
                 yield sse(done, event="done")
     except LLMError as exc:
         yield sse({"error": exc.as_dict()}, event="error")

@@ -15,7 +15,7 @@ from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from .. import registry
+from .. import circuits, registry
 from ..accounting import budgets, reports
 from ..accounting.money import ZERO, money_str
 from ..keys import resolve_keys
@@ -296,7 +296,7 @@ class KeyDetailView(AppAPIView):
 
 class ProvidersView(AppAPIView):
     """Each provider, built-in and custom: whether it is available (a key, or none needed), its
-    default model, its priority, the primary one."""
+    default model, its priority, the primary one, and its circuit (closed, open, half_open)."""
 
     @extend_schema(responses={200: s.ProviderSerializer(many=True)})
     def get(self, request):
@@ -309,6 +309,7 @@ class ProvidersView(AppAPIView):
                 "default_model": cls.default_model(),
                 "priority": priority,
                 "primary": cls.name == primary,
+                "circuit": circuits.state(cls.name),
             }
             for priority, cls in enumerate(registry.provider_classes(), start=1)
         ]

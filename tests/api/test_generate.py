@@ -553,9 +553,9 @@ def test_upstream_timeout_is_504(api, use_keys, http):
     assert [(a["provider"], a["code"]) for a in error["attempts"]] == [
         ("gemini", "upstream_timeout")
     ]
-    assert len(http.calls) == 4  # retried LLM_MAX_RETRIES times
+    assert len(http.calls) == 1  # a silent provider is not retried (SPEC §5.1)
     entry = LedgerEntry.objects.get()
-    assert (entry.status, entry.error_code, entry.retries) == ("error", "upstream_timeout", 3)
+    assert (entry.status, entry.error_code, entry.retries) == ("error", "upstream_timeout", 0)
 
 
 def test_invalid_structured_output_is_502_carrying_the_raw_text(api, use_keys, http):

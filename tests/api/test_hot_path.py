@@ -50,7 +50,7 @@ def statements(queries) -> list[str]:
 
 
 @transactional
-def test_a_warm_generation_reads_only_its_token_and_makes_two_writes(api, http, use_keys):
+def test_a_warm_generation_reads_only_its_token_and_makes_three_writes(api, http, use_keys):
     use_keys("gemini")
     http.post(GEMINI, body=gemini_response("hi"))
     assert generate(api).status_code == 200  # fills the caches: keys, prices
@@ -60,13 +60,15 @@ def test_a_warm_generation_reads_only_its_token_and_makes_two_writes(api, http, 
 
     sql = statements(queries.captured_queries)
     # At most the token (with its user and budget, one SELECT); the keys and prices come from
-    # this process's copies. The accounting: one UPDATE of the summary, one INSERT of the row.
+    # this process's copies. The accounting: the attempt's row INSERTed in flight before the
+    # upstream request (SPEC §7), then one UPDATE of the summary and one of the row.
     reads = [q for q in sql if q.startswith("SELECT")]
     assert len(reads) <= 1 and all("authtoken_token" in q for q in reads), sql
     writes = [q for q in sql if not q.startswith("SELECT")]
-    assert len(writes) == 2, sql
-    assert writes[0].startswith("UPDATE") and "usagesummary" in writes[0]
-    assert writes[1].startswith("INSERT") and "ledgerentry" in writes[1]
+    assert len(writes) == 3, sql
+    assert writes[0].startswith("INSERT") and "ledgerentry" in writes[0]
+    assert writes[1].startswith("UPDATE") and "usagesummary" in writes[1]
+    assert writes[2].startswith("UPDATE") and "ledgerentry" in writes[2]
 
 
 @transactional
@@ -77,9 +79,9 @@ def test_a_cold_generation_reads_the_token_and_keys_once(api, http, use_keys):
         assert generate(api).status_code == 200
     sql = statements(queries.captured_queries)
     # token + user + budget in one SELECT; the custom providers; the keys; the price table; the
-    # summary row created on the first call of the month (UPDATE, SELECT, INSERT, UPDATE); the
-    # ledger row.
-    assert len(sql) <= 9, sql
+    # ledger row in flight; the summary row created on the first call of the month (UPDATE,
+    # SELECT, INSERT, UPDATE); the ledger row settled.
+    assert len(sql) <= 10, sql
     assert sum("authtoken_token" in q for q in sql) == 1
     assert sum("llm_providers_usagebudget" in q for q in sql) == 1  # joined to the token
 

@@ -24,6 +24,7 @@ def listing(available=(), primary=None, models=None):
             "default_model": models[name],
             "priority": priority,
             "primary": name == primary,
+            "circuit": "closed",
         }
         for priority, name in enumerate(["gemini", "openrouter", "huggingface"], start=1)
     ]

@@ -29,7 +29,7 @@ from rest_framework.test import APIRequestFactory
 
 from llm_providers.api.views import GenerateView
 from llm_providers.models import PROVIDER_NAMES, LedgerEntry, UsageBudget, UsageSummary
-from tests.conftest import FAKE_KEYS, GEMINI_URL
+from tests.conftest import FAKE_KEYS
 from tests.providers import wire
 
 GENERATE = "/api/llm/generate/"
@@ -279,7 +279,7 @@ def test_fallback_before_the_first_delta_shows_in_done(api, user, use_keys, http
     ["gemini_error_event", "connection_reset"],
 )
 def test_an_upstream_failure_mid_stream_is_an_error_event(api, user, use_keys, http, failure):
-    use_keys("gemini", "openrouter")
+    use_keys("gemini")  # no other model to continue the stream
     head = wire.sse([wire.gemini_chunk("partial")], sep="\r\n\r\n")
     if failure == "gemini_error_event":
         body = head + wire.sse([wire.gemini_stream_error(503)], sep="\r\n\r\n")
@@ -290,13 +290,37 @@ def test_an_upstream_failure_mid_stream_is_an_error_event(api, user, use_keys, h
     assert [name for name, _ in events] == ["message", "error"]
     assert deltas(events) == ["partial"]
     error = events[-1][1]["error"]
-    assert error["code"] == "provider_error"
+    assert error["code"] == "stream_interrupted"  # never a done after a truncated answer
     assert [a["provider"] for a in error["attempts"]] == ["gemini"]
     assert FAKE_KEYS["gemini"] not in json.dumps(error)
-    # Text had reached the client: no fallback to OpenRouter.
-    assert all(c.request.url.startswith(GEMINI_URL) for c in http.calls)
     [entry] = LedgerEntry.objects.filter(user=user)
     assert (entry.provider, entry.status, entry.error_code) == ("gemini", "error", "provider_error")
+    assert_summary_matches_ledger(user)
+
+
+@pytest.mark.django_db
+def test_a_stream_broken_after_text_is_continued_by_the_next_model(api, user, use_keys, http):
+    use_keys("gemini", "openrouter")
+    head = wire.sse([wire.gemini_chunk("Once upon")], sep="\r\n\r\n")
+    http.post(wire.gemini_stream_url(), body=head, content_type=SSE)  # no finish: broken
+    tail = wire.sse(
+        [
+            wire.or_chunk(" a time.", model="openai/gpt-4-turbo"),
+            wire.or_chunk("", finish_reason="stop"),
+        ]
+    )
+    http.post(wire.OPENROUTER_CHAT, body=tail, content_type=SSE)
+    events = read_all(post_stream(api))
+    assert [name for name, _ in events] == ["message", "message", "done"]
+    assert deltas(events) == ["Once upon", " a time."]
+    done = events[-1][1]
+    assert (done["provider"], done["resumed"], done["fallback_from"]) == (
+        "openrouter",
+        True,
+        ["gemini"],
+    )
+    sent = json.loads(http.calls[-1].request.body)
+    assert sent["messages"][-1] == {"role": "assistant", "content": "Once upon"}
     assert_summary_matches_ledger(user)
 
 
@@ -313,7 +337,7 @@ def test_openrouter_mid_stream_error_event(api, user, use_keys, http):
     http.post(wire.OPENROUTER_CHAT, body=body, content_type=SSE)
     events = read_all(post_stream(api))
     assert [name for name, _ in events] == ["message", "error"]
-    assert events[-1][1]["error"]["code"] == "provider_error"
+    assert events[-1][1]["error"]["code"] == "stream_interrupted"
     assert LedgerEntry.objects.filter(user=user, status="error").count() == 1
     assert_summary_matches_ledger(user)
 
@@ -569,7 +593,10 @@ def hang_up(sock: socket.socket) -> None:
 def wait_for_entries(user, count: int = 1, timeout: float = 5.0) -> list[LedgerEntry]:
     deadline = time.monotonic() + timeout
     while True:
-        entries = list(LedgerEntry.objects.filter(user=user).order_by("id"))
+        # Settled rows: each attempt is in the ledger, in flight, from its start.
+        entries = list(
+            LedgerEntry.objects.filter(user=user).exclude(status="in_flight").order_by("id")
+        )
         if len(entries) >= count or time.monotonic() > deadline:
             return entries
         time.sleep(0.05)
@@ -741,7 +768,7 @@ def test_chat_completions_stream_errors_before_and_after_the_first_byte(
     http.post(wire.gemini_stream_url(), body=body, content_type=SSE)
     events = read_all(post_stream(api, chat_body(), path=CHAT))
     assert ("message", "[DONE]") not in events
-    assert events[-1][1]["error"]["code"] == "provider_error"
+    assert events[-1][1]["error"]["code"] == "stream_interrupted"
     text = "".join(
         d["choices"][0]["delta"].get("content") or "" for _, d in events[:-1] if d.get("choices")
     )

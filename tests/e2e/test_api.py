@@ -85,6 +85,7 @@ def test_detection_by_available_keys(api, fake):
             "default_model": "gemini-2.5-flash",
             "priority": 1,
             "primary": True,
+            "circuit": "closed",
         },
         {
             "name": "openrouter",
@@ -92,6 +93,7 @@ def test_detection_by_available_keys(api, fake):
             "default_model": "openai/gpt-4-turbo",
             "priority": 2,
             "primary": False,
+            "circuit": "closed",
         },
         {
             "name": "huggingface",
@@ -99,6 +101,7 @@ def test_detection_by_available_keys(api, fake):
             "default_model": "meta-llama/Llama-3.1-8B-Instruct",
             "priority": 3,
             "primary": False,
+            "circuit": "closed",
         },
     ]
 
