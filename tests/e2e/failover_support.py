@@ -102,22 +102,6 @@ def reset_cache(cache_dir: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-def drop_pending_faults(fake) -> None:
-    """Forget what is left of the fake's scripts ("forever" faults, outage windows) without
-    forgetting its request records, which the session's invariants compare with the ledger.
-
-    The fake's public API has no such call (``reset()`` also clears the records), so this
-    reaches into the in-process app, on its own event loop like every ``FakeUpstream`` call."""
-    app = fake._server.fake
-
-    def clear() -> None:
-        for queue in app.faults.values():
-            queue.clear()
-        app.windows.clear()
-
-    fake._call(clear)
-
-
 # --- One streamed generation, on either path -----------------------------------------------------
 
 
