@@ -204,10 +204,11 @@ class ChatCompletionsView(AppAPIView):
 
 
 def _fallbacks(models: list[str] | None, model: str | None) -> list[str] | None:
-    """OpenRouter's ``models``: the first one may repeat ``model`` (or stand in for it)."""
-    if not models:
+    """The request's own chain after ``model`` from OpenRouter's ``models`` (whose first entry
+    may repeat ``model``); None when not given, [] (no fallback) when given empty."""
+    if models is None:
         return None
-    return models[1:] if models[0] == model else models
+    return models[1:] if models and models[0] == model else models
 
 
 def _finish(reason: str | None) -> str:

@@ -134,6 +134,8 @@ def server_env(upstream, database, e2e_dir, **settings: str) -> dict[str, str]:
         "CACHE_DIR": str(e2e_dir / "cache"),
         **upstream.base_urls,
         "LLM_TIMEOUT": "2",
+        "LLM_FIRST_TOKEN_TIMEOUT": "2",
+        "LLM_STREAM_IDLE_TIMEOUT": "2",
         "LLM_MAX_RETRIES": "1",
         "LLM_RETRY_BASE_DELAY": "0.05",
         "LLM_RETRY_MAX_DELAY": "0.2",

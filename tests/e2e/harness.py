@@ -441,10 +441,11 @@ def rows_since(client: Client, mark: int) -> list[dict]:
 
 
 def wait_for_rows(client: Client, mark: int, count: int, timeout: float = 15.0) -> list[dict]:
-    """Poll ``calls/`` (bounded) until ``count`` rows newer than ``mark`` exist."""
+    """Poll ``calls/`` (bounded) until ``count`` settled rows newer than ``mark`` exist (an
+    attempt is in the ledger, ``in_flight``, from its start); returns the settled rows."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = rows_since(client, mark)
+        rows = [r for r in rows_since(client, mark) if r["status"] != "in_flight"]
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)

@@ -20,7 +20,7 @@ from tests.e2e.harness import (
     rows_since,
     wait_for_rows,
 )
-from tests.e2e.test_faults import PROVIDERS, shape
+from tests.e2e.test_faults import FALLBACK, PROVIDERS, shape
 
 pytestmark = pytest.mark.e2e
 
@@ -93,39 +93,69 @@ def test_fault_before_the_text(api, fake, faults, attempts, fallback_from):
     assert sum(r["retries"] + 1 for r in rows) == attempts
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize(
+FAULTS_AFTER_TEXT = pytest.mark.parametrize(
     "fault",
     ["truncate", {"fault": "truncate", "abort": True}, "midstream_error"],
     ids=["truncate", "truncate-abort", "midstream_error"],
 )
-def test_fault_after_the_text(api, fake, fault, provider):
-    """Text already reached the client: no fallback, the stream ends with ``event: error``."""
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@FAULTS_AFTER_TEXT
+def test_fault_after_the_text_is_continued_by_the_next_model(api, fake, fault, provider):
+    """Text already reached the client: the next model of the chain continues it (SPEC §5.1)
+    and the client gets the whole answer, told it was resumed."""
+    whole = split(stream(api, {"prompt": "Cut me off", "provider": provider}))[0]
+    before = len(fake.requests())
     fake.script(provider, [fault])
     mark = ledger_mark(api)
     text, last = split(stream(api, {"prompt": "Cut me off", "provider": provider}))
+    assert last.event == "done", last
+    out = last.json()
+    assert out["resumed"] is True and out["fallback_from"] == [provider]
+    assert out["provider"] == FALLBACK[provider]
+    assert text == whole
+    broken, continued = fake.requests()[before:]
+    assert (broken["provider"], continued["provider"]) == (provider, FALLBACK[provider])
+    rows = rows_since(api, mark)
+    assert [(r["provider"], r["status"]) for r in rows] == [
+        (provider, "error"),
+        (FALLBACK[provider], "success"),
+    ]
+    if provider == "gemini":  # its usage comes with every chunk: what was sent is accounted
+        assert rows[0]["completion_tokens"] > 0
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@FAULTS_AFTER_TEXT
+def test_fault_after_the_text_with_no_model_left_is_an_error(api, fake, fault, provider):
+    """No model to continue with (an empty chain): ``event: error``, ``stream_interrupted``,
+    never a ``done`` after a truncated answer."""
+    fake.script(provider, [fault])
+    mark = ledger_mark(api)
+    body = {"prompt": "Cut me off", "provider": provider, "fallback_models": []}
+    text, last = split(stream(api, body))
     assert text.startswith("Echo: Cut me off")
     assert last.event == "error", last
     error = last.json()["error"]
-    assert error["code"] == "provider_error" and error["message"]
+    assert error["code"] == "stream_interrupted" and error["message"]
     assert [a["provider"] for a in error["attempts"]] == [provider]
     assert [r["provider"] for r in fake.requests()] == [provider]
     [row] = rows_since(api, mark)
     assert shape([row]) == [(provider, "error", "provider_error", 0, False)]
-    if provider == "gemini":  # its usage comes with every chunk: what was sent is accounted
-        assert row["completion_tokens"] > 0
 
 
 def test_stream_stalls_mid_way(api, fake):
-    """The upstream goes quiet after the first chunk for longer than LLM_TIMEOUT (2 s)."""
+    """The upstream goes quiet after the first chunk for longer than LLM_STREAM_IDLE_TIMEOUT
+    (2 s) and no model is left to continue."""
     fake.configure(stream_chunk_delay_ms=3000)
     mark = ledger_mark(api)
     started = time.monotonic()
-    text, last = split(stream(api, {"prompt": "Then silence"}))
+    text, last = split(stream(api, {"prompt": "Then silence", "fallback_models": []}))
     assert 2 <= time.monotonic() - started < 10
     assert text.startswith("Echo: Then silence")
     assert last.event == "error", last
-    assert last.json()["error"]["code"] == "upstream_timeout"
+    assert last.json()["error"]["code"] == "stream_interrupted"
     assert shape(rows_since(api, mark)) == [("gemini", "error", "upstream_timeout", 0, False)]
 
 
