@@ -4,7 +4,7 @@ the gunicorn processes behind a ``Server``, the sockets a worker holds, users ma
 
 These tests start servers of their own (their own settings, their own fake upstream) and kill
 or stop them on purpose, so they keep them out of the session's ``RUNNING`` list between tests:
-``reported`` puts a server there only while the test runs, so that a failure's report shows
+``reporting`` puts a server there only while the test runs, so that a failure's report shows
 its log, and ``e2e_invariants`` (which runs after the test's own fixtures are torn down) never
 checks a server that was killed, stopped or restarted a worker on purpose.
 """
@@ -17,7 +17,7 @@ import json
 import os
 import secrets
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,17 +97,22 @@ def kill_busiest_worker(server: Server, upstream_port: int) -> tuple[int, int]:
     return pid, loads[pid]
 
 
-@contextlib.contextmanager
-def reported(*servers: Server) -> Iterator[None]:
-    """The servers' logs in the report of a test failing inside this block (see the module
-    docstring); they leave ``RUNNING`` when it ends."""
-    RUNNING.extend(servers)
-    try:
-        yield
-    finally:
-        for server in servers:
-            if server in RUNNING:
-                RUNNING.remove(server)
+def reporting() -> Iterator[Callable[[Server], Server]]:
+    """The body of a function-scoped fixture (``yield from reporting()``) that gives the test
+    ``report(server)``: ``server`` stays in ``RUNNING`` until the test's teardown, so a
+    failure's report (made after the test's call, before teardown) shows its log, and the
+    session's checks (``e2e_invariants``, torn down after this fixture) do not see it."""
+    added: list[Server] = []
+
+    def report(server: Server) -> Server:
+        added.append(server)
+        RUNNING.append(server)
+        return server
+
+    yield report
+    for server in added:
+        if server in RUNNING:
+            RUNNING.remove(server)
 
 
 # --- Users ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import pytest
 
 from fake_upstream import FakeUpstream
 from fake_upstream.replies import echo_text
+from tests.e2e import crash_support
 from tests.e2e.conftest import assert_usage_matches_ledger, server_env
 from tests.e2e.crash_support import (
     create_account,
@@ -38,7 +39,6 @@ from tests.e2e.crash_support import (
     kill_busiest_worker,
     ledger_of,
     post_or_error,
-    reported,
     summary_of,
     workers,
 )
@@ -61,6 +61,12 @@ MODEL = "tiny-1"
 ANSWER_WORDS = 20  # the fake's default completion: 20 words, 20 completion tokens
 CALL_COST = Decimal("0.02")  # 20 completion tokens at 1000 USD a million; prompts are free
 SLOW_FLAG = "LLM_TEST_GRACEFUL_LONG"  # =1: also prove the window past gunicorn's 30 s (~40 s)
+
+
+@pytest.fixture
+def reporting():
+    """``reporting(server)``: the server's log in the report of a failing test."""
+    yield from crash_support.reporting()
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +150,7 @@ ROOM_AFTER = 2  # calls the budget has room for once the crash is settled
 
 
 @pytest.fixture
-def killable(make_command, crash_fake, database, e2e_dir, priced):
+def killable(make_command, crash_fake, database, e2e_dir, priced, reporting):
     env = crash_env(
         crash_fake,
         database,
@@ -156,12 +162,9 @@ def killable(make_command, crash_fake, database, e2e_dir, priced):
         LLM_SWEEP_GRACE=str(GRACE),
         LLM_SWEEP_INTERVAL=str(INTERVAL),
     )
-    server = start(make_command, "crash-kill", env, e2e_dir)
-    try:
-        with reported(server):
-            yield server
-    finally:
-        server.stop()
+    server = reporting(start(make_command, "crash-kill", env, e2e_dir))
+    yield server
+    server.stop()
 
 
 def test_a_worker_killed_mid_call_loses_nothing(killable, fake):
@@ -257,7 +260,7 @@ STOP_CASES = {
 
 @pytest.mark.parametrize("case", list(STOP_CASES))
 def test_a_stop_signal_lets_calls_in_flight_finish(
-    case, make_command, crash_fake, database, e2e_dir, priced, main
+    case, make_command, crash_fake, database, e2e_dir, priced, reporting
 ):
     if case == "long" and os.environ.get(SLOW_FLAG) != "1":
         pytest.skip(f"the 32-second call runs with {SLOW_FLAG}=1")
@@ -276,42 +279,39 @@ def test_a_stop_signal_lets_calls_in_flight_finish(
         GUNICORN_CMD_ARGS="--log-level debug",  # gunicorn logs its whole configuration
     )
     account = create_account(env, name, cost_limit="1")
-    server = start(make_command, name, env, e2e_dir)
+    server = reporting(start(make_command, name, env, e2e_dir))
     try:
-        with reported(server):
-            master = gunicorn_master(server)
-            graceful = deadline + 30
-            assert f"  graceful_timeout: {graceful}\n" in server.log_text(), server.log_tail()
+        master = gunicorn_master(server)
+        graceful = deadline + 30
+        assert f"  graceful_timeout: {graceful}\n" in server.log_text(), server.log_tail()
 
-            api = server.client(account.token)
-            api = Client(api.host, api.port, api.token, timeout=seconds + 30)
-            fake.configure(delay_ms=seconds * 1000)
-            count = 6
-            prompts = [f"Finish {i} please" for i in range(count)]
-            calls = in_parallel(
-                [lambda p=p: post_or_error(api, "generate/", ask(p)) for p in prompts]
-            )
-            wait_until(lambda: len(generation_requests(fake)) == count, what="all calls upstream")
-            time.sleep(1)
-            os.killpg(server.process.pid, signal.SIGTERM)  # as a deploy stops the service
-            stopped_at = time.monotonic()
+        api = server.client(account.token)
+        api = Client(api.host, api.port, api.token, timeout=seconds + 30)
+        fake.configure(delay_ms=seconds * 1000)
+        count = 6
+        prompts = [f"Finish {i} please" for i in range(count)]
+        calls = in_parallel([lambda p=p: post_or_error(api, "generate/", ask(p)) for p in prompts])
+        wait_until(lambda: len(generation_requests(fake)) == count, what="all calls upstream")
+        time.sleep(1)
+        os.killpg(server.process.pid, signal.SIGTERM)  # as a deploy stops the service
+        stopped_at = time.monotonic()
 
-            replies = [call.result(timeout=seconds + 30) for call in calls]
-            for prompt, reply in zip(prompts, replies, strict=True):
-                assert not isinstance(reply, Exception), f"{prompt}: {reply!r}"
-                assert reply.status == 200, reply
-                assert reply.json()["text"] == echo_text(prompt, ANSWER_WORDS), reply
-            finished_after = time.monotonic() - stopped_at
-            assert finished_after > seconds - 3, "the calls were not in flight at the signal"
+        replies = [call.result(timeout=seconds + 30) for call in calls]
+        for prompt, reply in zip(prompts, replies, strict=True):
+            assert not isinstance(reply, Exception), f"{prompt}: {reply!r}"
+            assert reply.status == 200, reply
+            assert reply.json()["text"] == echo_text(prompt, ANSWER_WORDS), reply
+        finished_after = time.monotonic() - stopped_at
+        assert finished_after > seconds - 3, "the calls were not in flight at the signal"
 
-            # The server ends once its calls are done: well before the window runs out.
-            server.process.wait(timeout=graceful + 10)
-            wait_until(lambda: not os.path.exists(f"/proc/{master}"), timeout=10, what="exit")
-            log = server.log_text()
-            assert "Handling signal: term" in log, server.log_tail()
-            assert "was sent SIGKILL" not in log, server.log_tail()
-            if case == "long":
-                assert finished_after > 30, finished_after
+        # The server ends once its calls are done: well before the window runs out.
+        server.process.wait(timeout=graceful + 10)
+        wait_until(lambda: not os.path.exists(f"/proc/{master}"), timeout=10, what="exit")
+        log = server.log_text()
+        assert "Handling signal: term" in log, server.log_tail()
+        assert "was sent SIGKILL" not in log, server.log_tail()
+        if case == "long":
+            assert finished_after > 30, finished_after
     finally:
         server.stop()
         fake.configure(delay_ms=0)
