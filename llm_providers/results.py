@@ -95,6 +95,8 @@ class Attempt:
     requested_model: str = ""
     # Token counts estimated from text (a stream abandoned before the provider reported usage).
     usage_estimated: bool = False
+    # It continued a stream whose text an earlier attempt had begun to send (SPEC §5.1).
+    resumed: bool = False
 
     @property
     def succeeded(self) -> bool:

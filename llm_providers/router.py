@@ -454,6 +454,7 @@ def _stream(
             tracker.begin(step)
             started = time.monotonic()
             so_far = "".join(delivered)
+            continuing = mode != "fresh"
             asked = _for_step(request, step)
             if mode == "prefill":
                 asked = replace(asked, messages=(*asked.messages, Message("assistant", so_far)))
@@ -465,6 +466,7 @@ def _stream(
                     raise
                 _health(step, exc)
                 attempt = _attempt_failed(step, exc, started)
+                attempt.resumed = continuing
                 if mode == "prefill" and type(exc) is InvalidRequest:
                     # Refused the prefill (or something in it): ask the same entry without one.
                     mode, step = "restart", chain.again(step)
@@ -489,10 +491,13 @@ def _stream(
                         delivered.append(new)
                         yield TextDelta(new)
             except GeneratorExit:
-                tracker.end(_abandoned(step, upstream, request, started))
+                attempt = _abandoned(step, upstream, request, started)
+                attempt.resumed = continuing
+                tracker.end(attempt)
                 raise
             except _Diverged:
                 attempt = _abandoned(step, upstream, request, started)
+                attempt.resumed = continuing
                 attempt.error = ProviderUnavailable(
                     f"{step.provider.label} restarted the answer differently; it cannot "
                     "continue what was already sent",
@@ -505,6 +510,7 @@ def _stream(
             except LLMError as exc:
                 _health(step, exc)
                 attempt = _attempt_failed(step, exc, started)
+                attempt.resumed = continuing
                 if attempt.partial_usage is None and upstream.state.text:
                     # Text came, so the provider generated (and bills) it, but its usage
                     # report never did: charge an estimate, flagged as one.
@@ -523,8 +529,9 @@ def _stream(
             _health(step, None)
             completion = upstream.completion
             assert completion is not None
-            tracker.end(_attempt_succeeded(step, completion))
-            resumed = mode != "fresh"
+            attempt = _attempt_succeeded(step, completion)
+            attempt.resumed = resumed = continuing
+            tracker.end(attempt)
             if resumed:
                 completion = replace(completion, text="".join(delivered))
             generation = Generation(

@@ -223,8 +223,8 @@ def test_a_broken_stream_is_continued_with_a_prefill(use_keys, http):
         "role": "assistant",
         "content": "Once upon",
     }
-    rows = list(LedgerEntry.objects.order_by("id").values_list("provider", "status"))
-    assert rows == [("gemini", "error"), ("openrouter", "success")]
+    rows = list(LedgerEntry.objects.order_by("id").values_list("provider", "status", "resumed"))
+    assert rows == [("gemini", "error", False), ("openrouter", "success", True)]
     summary = UsageSummary.objects.get()
     assert summary.total_calls == 1 and summary.reserved_calls == 0
 

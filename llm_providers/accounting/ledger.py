@@ -77,6 +77,7 @@ def ledger_entries(
                 error_message=error.message[:2000] if error else "",
                 retries=min(attempt.retries, 32767),
                 is_fallback=attempt.is_fallback,
+                resumed=attempt.resumed,
             )
         )
     return entries
@@ -333,6 +334,7 @@ SETTLED_FIELDS = (
     "error_message",
     "retries",
     "is_fallback",
+    "resumed",
     "reserved",
 )
 

@@ -74,6 +74,9 @@ class LedgerEntry(models.Model):
     error_message = models.TextField(blank=True)
     retries = models.PositiveSmallIntegerField(default=0)
     is_fallback = models.BooleanField(default=False)
+    # The attempt continued a stream another attempt had begun (SPEC §5.1): its text extends
+    # what was already sent.
+    resumed = models.BooleanField(default=False)
     # The request's worst-case cost: what the attempt is charged if it is interrupted.
     estimate = MoneyField(default=ZERO, help_text="USD")
     # Whether the user's summary (of this row's period) holds a budget reservation of

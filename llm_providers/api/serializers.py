@@ -192,6 +192,7 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
             "latency_ms",
             "retries",
             "is_fallback",
+            "resumed",
             "created_at",
         ]
 

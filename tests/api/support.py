@@ -42,6 +42,7 @@ LEDGER_FIELDS = [
     "latency_ms",
     "retries",
     "is_fallback",
+    "resumed",
     "created_at",
 ]
 

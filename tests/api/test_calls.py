@@ -88,6 +88,7 @@ def test_row_has_exactly_the_spec_fields(api, user):
                 "latency_ms": 812,
                 "retries": 2,
                 "is_fallback": True,
+                "resumed": False,
                 "created_at": "2025-03-04T10:30:15Z",
             }
         ],
