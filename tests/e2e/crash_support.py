@@ -178,10 +178,10 @@ def _marked_json(out: str, marker: str):
 # --- Calls side by side --------------------------------------------------------------------------
 
 
-def in_parallel(calls: list, *, workers: int | None = None) -> list[Future]:
-    """Start every ``call`` (a no-argument callable) at once in threads; return their futures.
-    The pool is shut down (without waiting) once they are submitted."""
-    pool = ThreadPoolExecutor(max_workers=workers or len(calls))
+def in_parallel(calls: list) -> list[Future]:
+    """Start every ``call`` (a no-argument callable) at once, a thread each; return their
+    futures. The pool is shut down (without waiting) once they are submitted."""
+    pool = ThreadPoolExecutor(max_workers=len(calls))
     try:
         return [pool.submit(call) for call in calls]
     finally:
