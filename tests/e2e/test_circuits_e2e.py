@@ -95,7 +95,8 @@ def circuit_fake():
 @pytest.fixture(scope="module")
 def pair(make_command, circuit_fake, database, e2e_dir, redis_url, main):
     """Servers A and B: the same Redis, Gemini and OpenRouter keys, circuits at 3 failures and
-    a 2-second cooldown. Started side by side (each migrates, then waits for health/)."""
+    a 2-second cooldown. Started side by side: ``main`` has migrated the database already, so
+    their ``migrate`` has nothing to do and cannot race."""
     env = server_env(
         circuit_fake,
         database,
@@ -147,6 +148,8 @@ def everywhere(clients: list[Client], state: str, timeout: float = 5.0) -> None:
 
 
 def test_a_circuit_opened_through_one_server_is_open_on_the_other(pair, circuit_fake, reporting):
+    """Opened by failures through A, open on B (no upstream request there); one probe after
+    the cooldown; closed for both by its success."""
     a, b = map(reporting, pair)
     fake = circuit_fake
     fake.reset()
