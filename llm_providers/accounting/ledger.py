@@ -301,7 +301,7 @@ def finish_attempt(
     with transaction.atomic(using=db_router.db_for_write(LedgerEntry)):
         add_to_summaries(changes)  # first: on PostgreSQL it takes the summary's row lock
         settled = LedgerEntry.objects.filter(pk=entry.pk, status=CallStatus.IN_FLIGHT).update(
-            **_settled_fields(final)
+            **_settled_fields(final, since=entry)
         )
         swept = not settled
         if swept:
@@ -339,8 +339,13 @@ SETTLED_FIELDS = (
 )
 
 
-def _settled_fields(entry: LedgerEntry) -> dict:
-    return {name: getattr(entry, name) for name in SETTLED_FIELDS}
+def _settled_fields(entry: LedgerEntry, since: LedgerEntry | None = None) -> dict:
+    """The outcome's columns; with ``since`` (the row as it was inserted), only those that
+    differ from it: the statement is built per call, and most columns keep their defaults."""
+    fields = {name: getattr(entry, name) for name in SETTLED_FIELDS}
+    if since is None:
+        return fields
+    return {name: value for name, value in fields.items() if getattr(since, name) != value}
 
 
 def _replace_sweep_charge(
