@@ -264,15 +264,9 @@ def _log_unrecorded(request_id: str, uid: int | None, attempt: Attempt) -> None:
 
 def _interrupted(step: Step, started: float) -> Attempt:
     """An attempt cut short by the process itself (a stop signal, an exit)."""
-    return Attempt(
-        provider=step.name,
-        model=step.model,
-        requested_model=step.model,
-        is_fallback=step.is_fallback,
-        error=ProviderUnavailable("the call was interrupted by the server", provider=step.name),
-        latency_ms=_ms_since(started),
-        requests=1,
-    )
+    error = ProviderUnavailable("the call was interrupted by the server", provider=step.name)
+    error.requests = 1
+    return _attempt_failed(step, error, started)
 
 
 def _all_failed(attempts: Sequence[Attempt], chain: Chain) -> AllProvidersFailed:

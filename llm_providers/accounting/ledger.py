@@ -221,35 +221,6 @@ def begin_attempt(
     estimate = to_money(max(estimate, ZERO))
     if reservation is not None:
         _check_reservation(user_id, estimate, reservation)
-    return _in_flight_row(
-        request_id,
-        user_id,
-        provider=provider,
-        model=model,
-        is_fallback=is_fallback,
-        estimate=estimate,
-        reservation=reservation,
-    )
-
-
-def _check_reservation(user_id: int | None, estimate: Decimal, reservation: Reservation) -> None:
-    if (reservation.user_id, reservation.cost, reservation.calls) != (user_id, estimate, 1):
-        raise ValueError(
-            f"The reservation ({reservation}) is not one call of the estimate {estimate} for "
-            f"user {user_id}: a row in flight holds exactly what the sweep would release."
-        )
-
-
-def _in_flight_row(
-    request_id: str,
-    user_id: int | None,
-    *,
-    provider: str,
-    model: str,
-    is_fallback: bool,
-    estimate: Decimal,
-    reservation: Reservation | None,
-) -> LedgerEntry:
     return LedgerEntry.objects.create(
         request_id=request_id,
         user_id=user_id,
@@ -261,6 +232,14 @@ def _in_flight_row(
         reserved=reservation is not None,
         period=reservation.period if reservation is not None else billing_period(),
     )
+
+
+def _check_reservation(user_id: int | None, estimate: Decimal, reservation: Reservation) -> None:
+    if (reservation.user_id, reservation.cost, reservation.calls) != (user_id, estimate, 1):
+        raise ValueError(
+            f"The reservation ({reservation}) is not one call of the estimate {estimate} for "
+            f"user {user_id}: a row in flight holds exactly what the sweep would release."
+        )
 
 
 def finish_attempt(
@@ -307,12 +286,10 @@ def finish_attempt(
         if swept:
             _replace_sweep_charge(entry, final, released)
         if next_attempt is not None:
-            following = _in_flight_row(
+            following = begin_attempt(
                 entry.request_id,
                 entry.user_id,
-                provider=next_attempt["provider"],
-                model=next_attempt["model"],
-                is_fallback=next_attempt["is_fallback"],
+                **next_attempt,
                 estimate=entry.estimate,
                 reservation=None if swept else held,
             )

@@ -16,23 +16,17 @@ Skipped without ``redis-server``.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from fake_upstream import FakeUpstream
+from tests.api.test_redis import REDIS_SERVER, redis_url  # noqa: F401 (a fixture)
 from tests.conftest import FAKE_KEYS
 from tests.e2e import crash_support
 from tests.e2e.conftest import server_env
 from tests.e2e.crash_support import create_account, in_parallel
 from tests.e2e.harness import Client, Server, rows_since, wait_until
-
-REDIS_SERVER = shutil.which("redis-server")
-NO_DISK = ("--appendonly", "no")
 
 pytestmark = [
     pytest.mark.e2e,
@@ -44,46 +38,10 @@ PRIMARY, FALLBACK = "gemini", "openrouter"
 REQUESTS_PER_CALL = 2  # LLM_MAX_RETRIES=1 (the session's server settings): two per provider
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def reporting():
     """``reporting(server)``: the server's log in the report of a failing test."""
     yield from crash_support.reporting()
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    """A redis-server of this module's own: loopback, a free port, nothing written to disk."""
-    import redis
-
-    port = _free_port()
-    process = subprocess.Popen(
-        # No snapshots, no append-only file: nothing written to disk.
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *NO_DISK],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +51,7 @@ def circuit_fake():
 
 
 @pytest.fixture(scope="module")
-def pair(make_command, circuit_fake, database, e2e_dir, redis_url, main):
+def pair(make_command, circuit_fake, database, e2e_dir, redis_url, main):  # noqa: F811
     """Servers A and B: the same Redis, Gemini and OpenRouter keys, circuits at 3 failures and
     a 2-second cooldown. Started side by side: ``main`` has migrated the database already, so
     their ``migrate`` has nothing to do and cannot race."""
