@@ -79,6 +79,13 @@ DEFAULTS: dict[str, Any] = {
     # Budgets: the monthly limits of users without a budget of their own (None = unlimited).
     "LLM_DEFAULT_MONTHLY_COST_LIMIT": None,
     "LLM_DEFAULT_MONTHLY_CALL_LIMIT": None,
+    # A model with no known price, for a user with a cost limit: "refuse" it before any upstream
+    # request, or "allow" it (recorded at 0, flagged unpriced). SPEC §7.
+    "LLM_UNPRICED_MODELS": "refuse",
+    # Fractions of a user's cost limit at which one alert per period is sent (signal, email).
+    "LLM_BUDGET_ALERT_THRESHOLDS": [0.8, 1.0],
+    # Whether calls made with a user's own key count against that user's cost limit (§12.2).
+    "LLM_BYOK_COUNTS_AGAINST_BUDGET": False,
     # Seconds a process keeps the price table in memory (a save in the admin clears it).
     "LLM_PRICE_CACHE_SECONDS": 60.0,
     # Seconds a process keeps the resolved provider keys (a key saved or deleted in the same

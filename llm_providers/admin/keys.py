@@ -1,0 +1,105 @@
+"""Custom providers and API keys (stored encrypted; masks only; test, activate, deactivate)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from .. import registry
+from ..exceptions import LLMError
+from ..forms import APIKeyForm, CustomProviderForm
+from ..keys import stored_key
+from ..models import APIKey, CustomProvider
+from .common import ProviderFilter
+
+
+@admin.register(CustomProvider)
+class CustomProviderAdmin(admin.ModelAdmin):
+    """Custom OpenAI-compatible providers (SPEC §12.1). A change takes effect at the next call in
+    every process sharing the cache (``cache_version``); a key for one is added under API keys."""
+
+    form = CustomProviderForm
+    list_display = [
+        "name",
+        "label",
+        "base_url",
+        "default_model",
+        "requires_key",
+        "priority",
+        "active",
+    ]
+    list_filter = ["active", "requires_key"]
+    search_fields = ["name", "label", "base_url"]
+    readonly_fields = ["created_at", "updated_at"]
+
+
+@admin.register(APIKey)
+class APIKeyAdmin(admin.ModelAdmin):
+    """Keys are shown only by their mask; the secret input is write-only (see ``APIKeyForm``)."""
+
+    form = APIKeyForm
+    list_display = ["provider", "label", "mask", "active", "created_at", "last_used_at"]
+    list_filter = [("provider", ProviderFilter), "active"]
+    search_fields = ["label"]
+    readonly_fields = ["mask", "created_at", "last_used_at"]
+    actions = ["test_connection", "activate", "deactivate"]
+
+    def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> list[str]:
+        if obj is None:
+            return ["provider", "label", "secret", "active"]
+        return ["provider", "label", "mask", "secret", "active", "created_at", "last_used_at"]
+
+    @admin.display(description="Key")
+    def mask(self, obj: APIKey) -> str:
+        return obj.mask
+
+    @admin.action(description="Test connection")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+        for key in queryset:
+            try:
+                message, level = self._test_key(key), messages.SUCCESS
+            except LLMError as exc:
+                # Providers scrub their key from errors; decryption errors never held it.
+                message, level = str(exc), messages.ERROR
+            self.message_user(request, f"{key}: {message}", level)
+
+    @staticmethod
+    def _test_key(key: APIKey) -> str:
+        resolved = stored_key(key)
+        provider = registry.provider_class(key.provider)(
+            resolved.secret, key_source=resolved.source
+        )
+        return provider.test_connection()
+
+    @admin.action(description="Activate (deactivates the provider's other keys)")
+    def activate(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+        by_provider: dict[str, list[APIKey]] = defaultdict(list)
+        for key in queryset:
+            by_provider[key.provider].append(key)
+        for provider, keys in by_provider.items():
+            if len(keys) > 1:
+                self.message_user(
+                    request,
+                    f"Only one {registry.provider_class(provider).label} key can be active: "
+                    f"select one of {', '.join(k.mask for k in keys)}.",
+                    messages.ERROR,
+                )
+                continue
+            key = keys[0]
+            if not key.active:
+                key.active = True
+                key.save(update_fields=["active"])  # save() deactivates the others
+                self.log_change(request, key, "Activated.")
+            self.message_user(request, f"{key} is the active key.", messages.SUCCESS)
+
+    @admin.action(description="Deactivate")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+        keys = list(queryset.filter(active=True))
+        for key in keys:
+            key.active = False
+            key.save(update_fields=["active"])
+            self.log_change(request, key, "Deactivated.")
+        self.message_user(request, f"Deactivated {len(keys)} key(s).", messages.SUCCESS)
