@@ -162,15 +162,25 @@ def release_deltas(reservation: Reservation) -> dict[str, int | Decimal]:
 def remaining(
     user_id: int | None, summary: UsageSummary | None, limits: Limits | None = None
 ) -> dict:
-    """``{cost_limit, calls_limit, cost_remaining, calls_remaining}`` (None = unlimited).
+    """``{cost_limit, calls_limit, cost_remaining, calls_remaining, reserved_cost,
+    reserved_calls}`` (None = unlimited). What remains is what a new call may still reserve:
+    the limit less what was spent and what calls in flight hold.
 
     ``limits`` saves the query when the caller has them (the admin's budget list)."""
     limits = limits or limits_for(user_id)
     spent_cost = summary.total_cost if summary else ZERO
     spent_calls = summary.total_calls if summary else 0
+    held_cost = summary.reserved_cost if summary else ZERO
+    held_calls = summary.reserved_calls if summary else 0
     return {
         "cost_limit": limits.cost,
         "calls_limit": limits.calls,
-        "cost_remaining": None if limits.cost is None else max(limits.cost - spent_cost, ZERO),
-        "calls_remaining": None if limits.calls is None else max(limits.calls - spent_calls, 0),
+        "cost_remaining": (
+            None if limits.cost is None else max(limits.cost - spent_cost - held_cost, ZERO)
+        ),
+        "calls_remaining": (
+            None if limits.calls is None else max(limits.calls - spent_calls - held_calls, 0)
+        ),
+        "reserved_cost": held_cost,
+        "reserved_calls": held_calls,
     }

@@ -121,6 +121,11 @@ class UsageView(AppAPIView):
                     "calls_limit": budget["calls_limit"],
                     "cost_remaining": _money_or_none(budget["cost_remaining"]),
                     "calls_remaining": budget["calls_remaining"],
+                    # What calls in flight hold until they are recorded (SPEC §7).
+                    "reserved": {
+                        "cost": money_str(budget["reserved_cost"]),
+                        "calls": budget["reserved_calls"],
+                    },
                 },
             }
         )

@@ -147,13 +147,21 @@ def test_reservations_hold_exactly_what_both_limits_allow(writer):
 def test_remaining(writer):
     UsageBudget.objects.create(user=writer, monthly_cost_limit=Decimal("2"), monthly_call_limit=10)
     summary = UsageSummary.objects.create(
-        user=writer, period=billing_period(), total_cost=Decimal("0.5"), total_calls=3
+        user=writer,
+        period=billing_period(),
+        total_cost=Decimal("0.5"),
+        total_calls=3,
+        reserved_cost=Decimal("0.25"),
+        reserved_calls=1,
     )
+    # What calls in flight hold is not left to spend (a 402 would say so).
     assert budgets.remaining(writer.pk, summary) == {
         "cost_limit": Decimal("2"),
         "calls_limit": 10,
-        "cost_remaining": Decimal("1.5"),
-        "calls_remaining": 7,
+        "cost_remaining": Decimal("1.25"),
+        "calls_remaining": 6,
+        "reserved_cost": Decimal("0.25"),
+        "reserved_calls": 1,
     }
     assert budgets.remaining(None, None)["cost_limit"] is None
 

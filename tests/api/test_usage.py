@@ -22,6 +22,7 @@ UNLIMITED = {
     "calls_limit": None,
     "cost_remaining": None,
     "calls_remaining": None,
+    "reserved": {"cost": "0", "calls": 0},
 }
 
 
@@ -120,6 +121,7 @@ def test_budget_shows_limits_and_what_remains(api, user):
         "calls_limit": 10,
         "cost_remaining": "1.25",
         "calls_remaining": 7,
+        "reserved": {"cost": "0", "calls": 0},
     }
 
 
@@ -131,6 +133,7 @@ def test_budget_with_one_limit_leaves_the_other_unlimited(api, user):
         "calls_limit": 5,
         "cost_remaining": None,
         "calls_remaining": 2,
+        "reserved": {"cost": "0", "calls": 0},
     }
 
 
@@ -142,6 +145,7 @@ def test_overspent_budget_remains_zero_not_negative(api, user):
         "calls_limit": 3,
         "cost_remaining": "0",
         "calls_remaining": 0,
+        "reserved": {"cost": "0", "calls": 0},
     }
 
 
@@ -154,6 +158,7 @@ def test_global_default_budget_applies_to_users_without_one(api, user, settings)
         "calls_limit": 100,
         "cost_remaining": "4.5",
         "calls_remaining": 99,
+        "reserved": {"cost": "0", "calls": 0},
     }
 
 
