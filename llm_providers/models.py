@@ -9,6 +9,7 @@ from .accounting.models import (  # noqa: F401  (the app's models, in one module
     PROVIDER_CHOICES,
     PROVIDER_NAMES,
     SUMMARY_PROVIDERS,
+    BudgetAlert,
     CallStatus,
     CostSource,
     LedgerEntry,
@@ -42,6 +43,10 @@ class APIKey(models.Model):
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Key health (SPEC §6): the last check's result, or why the key was deactivated (a
+    # provider rejecting it on LLM_CIRCUIT_FAILURES calls in a row). Never the key itself.
+    status_note = models.CharField(max_length=300, blank=True, editable=False)
+    checked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = "API key"

@@ -236,3 +236,30 @@ class UsageBudget(models.Model):
 
     def __str__(self) -> str:
         return f"budget of {self.user}"
+
+
+class BudgetAlert(models.Model):
+    """A budget alert sent (SPEC §7): one per user, period and threshold, whatever the
+    concurrency — the unique constraint decides which of two racing calls sends it."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="llm_budget_alerts"
+    )
+    period = models.CharField(max_length=7, help_text="YYYY-MM (UTC)")
+    threshold = models.DecimalField(
+        max_digits=6, decimal_places=4, help_text="fraction of the cost limit"
+    )
+    spent = MoneyField(default=ZERO, help_text="USD spent when it was crossed")
+    cost_limit = models.DecimalField(max_digits=14, decimal_places=6)
+    sent_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "period", "threshold"], name="one_alert_per_threshold_period"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.period} {self.threshold:%}"
