@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -122,8 +123,57 @@ class ModelNotFound(CallerError):
 
 
 class BudgetExceeded(CallerError):
+    """A call refused by the user's monthly limits, before any upstream request.
+
+    Says why (SPEC §7): which ``limit`` (``"cost"`` or ``"calls"``) and its ``limit_value``,
+    what is ``used`` and ``reserved`` (by calls in flight) this period, what the call
+    ``needed``, and ``resets_at`` (ISO time, UTC, when the next period starts). Money is a
+    ``Decimal`` here and a decimal string in ``as_dict``.
+    """
+
     code = "budget_exceeded"
     status = 402
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str | None = None,
+        limit_value=None,
+        used=None,
+        reserved=None,
+        needed=None,
+        resets_at: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(message, **kwargs)
+        self.limit = limit
+        self.limit_value = limit_value
+        self.used = used
+        self.reserved = reserved
+        self.needed = needed
+        self.resets_at = resets_at
+
+    def as_dict(self) -> dict:
+        body = super().as_dict()
+        if self.limit is not None:
+            body |= {
+                "limit": self.limit,
+                "limit_value": _plain(self.limit_value),
+                "used": _plain(self.used),
+                "reserved": _plain(self.reserved),
+                "needed": _plain(self.needed),
+                "resets_at": self.resets_at,
+            }
+        return body
+
+
+def _plain(value):
+    """Money (``Decimal``) as a decimal string without exponent; counts and None as they are."""
+    if isinstance(value, Decimal):
+        text = format(value.normalize(), "f")
+        return "0" if text in ("-0", "") else text
+    return value
 
 
 # --- Provider failures (fallback) ---------------------------------------------------------------

@@ -26,7 +26,7 @@ from . import circuits
 from .accounting import budgets, ledger
 from .accounting.budgets import Reservation
 from .accounting.models import LedgerEntry
-from .accounting.prices import estimate_tokens, worst_case_cost
+from .accounting.prices import chain_worst_case, estimate_tokens
 from .chains import Chain, Step, plan, route
 from .conf import llm_settings
 from .exceptions import (
@@ -313,12 +313,29 @@ def _prepare(
         keys=resolve_keys(),
         fallback_models=fallback_models,
     )
-    chars = _prompt_chars(request)
-    max_tokens = request.max_tokens or int(llm_settings.LLM_DEFAULT_MAX_TOKENS)
-    estimate = max(worst_case_cost(s.name, s.model, chars, max_tokens) for s in steps)
-    reservation = budgets.reserve(uid, estimate, user=user_id)
+    limits = budgets.limits_for(uid, user_id)
+    estimate = _chain_estimate(request, steps, uid, limits)
+    reservation = budgets.reserve(uid, estimate, user=user_id, limits=limits)
     tracker = Tracker(uuid.uuid4().hex, uid, estimate, reservation)
     return request, steps, tracker, deadline
+
+
+def _chain_estimate(
+    request: ChatRequest, steps: Sequence[Step], uid: int | None, limits: budgets.Limits
+) -> Decimal:
+    """The worst case of the chain's dearest entry, at real prices. For a user with a cost
+    limit, a missing price is looked up where its provider publishes prices; a model that
+    stays unpriced is refused (``LLM_UNPRICED_MODELS = "refuse"``), since its cost could
+    not be held against the limit, or let through at 0 (``"allow"``), recorded ``unpriced``."""
+    chars = _prompt_chars(request)
+    max_tokens = request.max_tokens or int(llm_settings.LLM_DEFAULT_MAX_TOKENS)
+    limited = uid is not None and limits.cost is not None
+    estimate, unpriced = chain_worst_case(
+        [(s.name, s.model) for s in steps], chars, max_tokens, on_demand=limited
+    )
+    if unpriced and limited and str(llm_settings.LLM_UNPRICED_MODELS).lower() != "allow":
+        raise budgets.unpriced_refusal(uid, limits, unpriced)
+    return estimate
 
 
 def _client(step: Step, deadline: float):

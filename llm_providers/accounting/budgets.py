@@ -11,6 +11,7 @@ call is recorded, the reservation is released in the same transaction that adds 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db.models import F, Q, Value
@@ -97,11 +98,14 @@ def summary_row(user_id: int | None, period: str) -> UsageSummary:
     return UsageSummary.objects.get_or_create(user_id=user_id, period=period)[0]
 
 
-def reserve(user_id: int | None, estimate: Decimal, *, user=None) -> Reservation | None:
+def reserve(
+    user_id: int | None, estimate: Decimal, *, user=None, limits: Limits | None = None
+) -> Reservation | None:
     """Reserve ``estimate`` USD and one call, or raise BudgetExceeded. None when unlimited.
 
-    ``user``: the user object, when the caller has it (see ``limits_for``)."""
-    limits = limits_for(user_id, user)
+    ``user``: the user object, when the caller has it (see ``limits_for``); ``limits``: the
+    user's limits, when the caller has read them already."""
+    limits = limits or limits_for(user_id, user)
     if limits.unlimited:
         return None
     assert user_id is not None
@@ -141,16 +145,66 @@ def _reserve_update(user_id: int, period: str, limits: Limits, estimate: Decimal
 
 def _exceeded(user_id: int, period: str, limits: Limits, estimate: Decimal) -> BudgetExceeded:
     summary = UsageSummary.objects.get(user_id=user_id, period=period)
+    resets = resets_at(period)
     if limits.calls is not None and summary.total_calls + summary.reserved_calls + 1 > limits.calls:
         return BudgetExceeded(
-            f"Monthly call limit reached: {summary.total_calls} of {limits.calls} calls used in "
-            f"{period}."
+            f"Monthly call limit reached: {summary.total_calls} of {limits.calls} calls used "
+            f"in {period}, {summary.reserved_calls} held by calls in flight; the limit resets "
+            f"at {resets}.",
+            limit="calls",
+            limit_value=limits.calls,
+            used=summary.total_calls,
+            reserved=summary.reserved_calls,
+            needed=1,
+            resets_at=resets,
         )
     return BudgetExceeded(
         f"Monthly budget exceeded: ${money_str(summary.total_cost)} of "
-        f"${money_str(limits.cost)} spent in {period}; this call may cost up to "
-        f"${money_str(estimate)}."
+        f"${money_str(limits.cost)} spent in {period} and "
+        f"${money_str(summary.reserved_cost)} reserved by calls in flight; this call may cost "
+        f"up to ${money_str(estimate)}. The budget resets at {resets}.",
+        limit="cost",
+        limit_value=to_money(limits.cost),
+        used=summary.total_cost,
+        reserved=summary.reserved_cost,
+        needed=estimate,
+        resets_at=resets,
     )
+
+
+def unpriced_refusal(
+    user_id: int, limits: Limits, unpriced: list[tuple[str, str]]
+) -> BudgetExceeded:
+    """The refusal of a call to models with no known price, for a user with a cost limit
+    (``LLM_UNPRICED_MODELS = "refuse"``): its cost could not be reserved, so it could overrun
+    the limit by any amount."""
+    period = billing_period()
+    found = (
+        UsageSummary.objects.filter(user_id=user_id, period=period)
+        .values_list("total_cost", "reserved_cost")
+        .first()
+    )
+    used, reserved = found or (ZERO, ZERO)
+    names = ", ".join(f"{provider}/{model}" for provider, model in unpriced)
+    return BudgetExceeded(
+        f"No price is known for {names}, so its cost cannot be held against your monthly "
+        f"budget of ${money_str(limits.cost)}. An administrator can price it under Model "
+        "prices in the admin (USD per million tokens) or, for OpenRouter models, with "
+        "`manage.py sync_model_prices`.",
+        limit="cost",
+        limit_value=to_money(limits.cost),
+        used=used,
+        reserved=reserved,
+        needed=None,
+        resets_at=resets_at(period),
+    )
+
+
+def resets_at(period: str) -> str:
+    """When the period after ``period`` (``YYYY-MM``) starts: ISO time, UTC."""
+    year, month = (int(part) for part in period.split("-"))
+    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return datetime(year, month, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
 
 def release_deltas(reservation: Reservation) -> dict[str, int | Decimal]:

@@ -3,14 +3,14 @@
 ``GET {OPENROUTER_BASE_URL}/models`` needs no key. Its prices are strings in USD per *token*
 (https://openrouter.ai/docs/api-reference/list-available-models); the table holds USD per
 million tokens, converted exactly with ``Decimal``. A price an admin entered is never
-overwritten, and models OpenRouter no longer lists are left as they are.
+overwritten, and models OpenRouter no longer lists are left as they are. (Reading the listing
+is shared with the on-demand pricing of ``accounting.prices``.)
 """
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-import requests
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
@@ -21,10 +21,6 @@ from llm_providers.conf import llm_settings
 from llm_providers.models import ModelPrice, PriceSource
 
 PROVIDER = "openrouter"
-MILLION = Decimal(1_000_000)
-# ModelPrice's columns hold 8 decimal places (USD per million tokens).
-STORED = Decimal("1E-8")
-LARGEST = Decimal(10) ** 12  # and 20 digits
 
 
 class Command(BaseCommand):
@@ -110,63 +106,18 @@ class Command(BaseCommand):
 
 
 def fetch_models() -> object:
-    url = f"{str(llm_settings.OPENROUTER_BASE_URL).rstrip('/')}/models"
     try:
-        response = requests.get(
-            url, headers={"Accept": "application/json"}, timeout=float(llm_settings.LLM_TIMEOUT)
-        )
-    except requests.RequestException as exc:
-        raise CommandError(f"Could not reach {url}: {exc}") from None
-    if response.status_code != 200:
-        raise CommandError(
-            f"{url} answered HTTP {response.status_code}: {response.text[:300]!r}. "
-            "Nothing was changed."
-        )
-    try:
-        return response.json()
-    except ValueError:
-        raise CommandError(f"{url} did not answer JSON: {response.text[:300]!r}.") from None
+        return prices.fetch_listing(f"{str(llm_settings.OPENROUTER_BASE_URL).rstrip('/')}/models")
+    except prices.PriceListingError as exc:
+        raise CommandError(f"{exc} Nothing was changed.") from None
 
 
 def read_prices(body: object) -> tuple[dict[str, tuple[Decimal, Decimal]], int]:
-    """``({model: (prompt, completion) per million}, number skipped)`` of a /models body.
-
-    Skipped: entries without an id or a prompt/completion price, and variable-price routers
-    (``openrouter/auto`` lists ``"-1"``).
-    """
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, list):
-        raise CommandError(
-            'Malformed /models answer: expected {"data": [...]}. Nothing was changed.'
-        )
-    prices: dict[str, tuple[Decimal, Decimal]] = {}
-    skipped = 0
-    for entry in data:
-        model = entry.get("id") if isinstance(entry, dict) else None
-        price = entry.get("pricing") if isinstance(entry, dict) else None
-        if not isinstance(model, str) or not model.strip() or not isinstance(price, dict):
-            skipped += 1
-            continue
-        prompt = _per_million(price.get("prompt"))
-        completion = _per_million(price.get("completion"))
-        if prompt is None or completion is None:
-            skipped += 1
-            continue
-        prices[model.strip().lower()] = (prompt, completion)
-    return prices, skipped
-
-
-def _per_million(per_token: object) -> Decimal | None:
-    """USD per token (a string, as OpenRouter sends it) → USD per million tokens, exactly."""
-    if per_token is None or isinstance(per_token, bool):
-        return None
+    """``({model: (prompt, completion) per million}, number skipped)`` of a /models body."""
     try:
-        value = Decimal(str(per_token))
-    except InvalidOperation:
-        return None
-    if not value.is_finite() or value < 0 or value * MILLION >= LARGEST:
-        return None
-    return (value * MILLION).quantize(STORED)
+        return prices.read_listing(body)
+    except prices.PriceListingError as exc:
+        raise CommandError(f"{exc} Nothing was changed.") from None
 
 
 def _price(value: Decimal) -> str:
