@@ -9,13 +9,15 @@ from decimal import Decimal
 from django import forms
 from django.core.exceptions import ImproperlyConfigured
 from django.core.validators import MinValueValidator
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from . import crypto, registry
 from .accounting.ledger import ADJUSTABLE_FIELDS
 from .accounting.money import money_str
 from .accounting.reports import GROUPINGS, month_bounds
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, LLMError
+from .keys import check_key
 from .models import APIKey, CustomProvider, ModelPrice, UsageSummary
 
 MIN_SECRET_LENGTH = 16
@@ -74,7 +76,12 @@ def check_secret(secret: str, *, min_length: int = MIN_SECRET_LENGTH) -> str:
 
 class APIKeyForm(forms.ModelForm):
     """Adds and replaces keys. The stored secret is never sent back to the browser: the input
-    starts empty, and left empty on an existing key it keeps the key as it is."""
+    starts empty, and left empty on an existing key it keeps the key as it is.
+
+    With ``validate`` ticked the key (the new one, else the stored one) is tested with its
+    provider before anything is saved: a key the provider refuses, or a test that cannot reach
+    it, is a form error with the provider's reason; an accepted key is saved with the answer in
+    its ``status_note`` and the time in ``checked_at`` (SPEC §6, key health)."""
 
     secret = forms.CharField(
         label="API key",
@@ -84,6 +91,11 @@ class APIKeyForm(forms.ModelForm):
         # would silently replace the key on save ("off" is ignored for password inputs).
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
+    validate = forms.BooleanField(
+        label="Test the key with the provider before saving",
+        required=False,
+        help_text="One request to the provider's cheapest endpoint; a refused key is not saved.",
+    )
 
     class Meta:
         model = APIKey
@@ -92,6 +104,7 @@ class APIKeyForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.adding = self.instance.pk is None
+        self.accepted: str | None = None  # the provider's answer to the test, when it passed
         if "provider" in self.fields:
             self.fields["provider"] = provider_field(self.instance.provider)
         secret = self.fields["secret"]
@@ -140,12 +153,37 @@ class APIKeyForm(forms.ModelForm):
                 crypto.fernet()
             except ConfigurationError as exc:  # an invalid LLM_ENCRYPTION_KEYS value
                 raise forms.ValidationError(str(exc), code="encryption") from None
+        if cleaned.get("validate") and not self.errors:
+            self._test_with_provider(cleaned)
         return cleaned
+
+    def _test_with_provider(self, cleaned: dict) -> None:
+        """The checkbox's test: sets ``accepted``, or adds the provider's reason as an error."""
+        provider = cleaned.get("provider") or self.instance.provider
+        if cleaned.get("secret"):
+            secret, source = cleaned["secret"], "the key entered"
+        else:
+            try:
+                secret = self.instance.secret()
+            except ConfigurationError as exc:  # undecryptable: the message never holds the key
+                raise forms.ValidationError(str(exc), code="undecryptable") from None
+            source = f"the stored key {self.instance.mask}"
+        try:
+            self.accepted = check_key(provider, secret, source=source)
+        except LLMError as exc:  # refused, or not reachable: either way, nothing is saved
+            raise forms.ValidationError(
+                "The key was not saved: %(reason)s", code="rejected", params={"reason": exc}
+            ) from None
 
     def save(self, commit: bool = True) -> APIKey:
         key = super().save(commit=False)
         if self.cleaned_data.get("secret"):
             key.set_secret(self.cleaned_data["secret"])
+            # The note and time were about the key this one replaces.
+            key.status_note, key.checked_at = "", None
+        if self.accepted:
+            key.checked_at = timezone.now()
+            key.status_note = self.accepted[: APIKey._meta.get_field("status_note").max_length]
         if commit:
             key.save()
             self._save_m2m()

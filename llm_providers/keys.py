@@ -1,5 +1,7 @@
 """Key resolution: the provider's active key in the database, else its environment variable;
-a provider that needs no key (a local server) is available with none.
+a provider that needs no key (a local server) is available with none. And key health (SPEC §6):
+a key checked with its provider (``check_key``), and a stored key its provider keeps rejecting
+deactivated (``record_key_outcome``).
 
 Every call resolves the keys, so each process keeps the answer (decrypted) for at most
 ``LLM_KEY_CACHE_SECONDS``, and only while ``cache_version`` is the one it read with them: a key
@@ -9,16 +11,23 @@ cache, other changes within that time.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
 from django.core.signals import setting_changed
+from django.db import transaction
 from django.utils import timezone
 
 from . import cache_version
-from .conf import DEFAULTS
+from .conf import DEFAULTS, llm_settings
+from .exceptions import InsufficientCredits, LLMError, ProviderAuthError
 from .models import APIKey, mask_secret
 from .registry import provider_class, provider_classes
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,3 +122,171 @@ def mark_used(key: ResolvedKey) -> None:
         return
     _last_marked[key.key_id] = now
     APIKey.objects.filter(pk=key.key_id).update(last_used_at=timezone.now())
+
+
+# --- Key health (SPEC §6) ----------------------------------------------------------------------
+
+
+def check_key(provider: str, secret: str, *, source: str) -> str:
+    """Ask ``provider`` whether it accepts ``secret`` (its ``test_connection``, no retry): its
+    answer ("OpenRouter accepted the key (120 ms)."), or the mapped ``LLMError``, whose message
+    names ``source`` and never holds the key (nor a piece of it)."""
+    client = provider_class(provider)(secret, key_source=source)
+    try:
+        return client.test_connection()
+    except LLMError as exc:
+        exc.message = without_key(exc.message, secret)
+        exc.args = (exc.message,)
+        raise
+
+
+def rejects_key(error: LLMError | None) -> bool:
+    """Does ``error`` say the provider refused the key itself (invalid, revoked, lacking
+    permission: HTTP 401/403, Gemini's API_KEY_INVALID)? A 402 (``InsufficientCredits``) is the
+    account's credit, not the key: topping it up makes the key work again."""
+    return isinstance(error, ProviderAuthError) and not isinstance(error, InsufficientCredits)
+
+
+# Consecutive rejections are forgotten a day after the last one: "in a row" means calls of the
+# same incident, not one rejection a week.
+_REJECTIONS_TIMEOUT = 24 * 3600
+_lock = threading.Lock()
+
+
+def _rejections_key(key: ResolvedKey) -> str:
+    # A stored key by its row; a setting's key by its provider (one such key per provider).
+    return f"llm_providers:key:{key.provider}:{key.key_id or 'setting'}:rejections"
+
+
+def record_key_outcome(key: ResolvedKey, error: LLMError | None) -> None:
+    """Tell key health how a call made with ``key`` went (``error`` None: it succeeded).
+
+    A success forgets the key's rejections; a rejection of the key (``rejects_key``) counts one
+    in Django's cache, shared by the processes like the circuits' counts; other errors say
+    nothing about the key. At ``LLM_CIRCUIT_FAILURES`` rejections in a row the key is checked
+    once with the provider's ``test_connection`` (a request independent of the caller's model
+    and content, so a caller asking again and again for a model the key may not use cannot
+    get the platform's key switched off); refused there too, a stored key is deactivated with
+    the reason in its ``status_note``, and a setting's key is reported in the log (it cannot
+    be deactivated from here).
+
+    Cost: a success is one cache read (and one delete only after rejections were counted);
+    a rejection is an ``add`` or ``incr``. ``LLM_CIRCUIT_FAILURES`` below 1 turns it off.
+    """
+    if not key.secret:  # a provider that needs no key
+        return
+    counter = _rejections_key(key)
+    if error is None:
+        if cache.get(counter) is not None:
+            cache.delete(counter)
+        return
+    threshold = int(llm_settings.LLM_CIRCUIT_FAILURES)
+    if threshold < 1 or not rejects_key(error):
+        return
+    count = _count_rejection(counter)
+    if count >= threshold:
+        _confirm_rejection(key, error, count)
+
+
+def _count_rejection(counter: str) -> int:
+    # add and incr are each atomic with Redis; the lock serializes one process's threads.
+    with _lock:
+        if cache.add(counter, 1, timeout=_REJECTIONS_TIMEOUT):
+            return 1
+        try:
+            count = cache.incr(counter)
+        except ValueError:  # expired between the two calls
+            cache.add(counter, 1, timeout=_REJECTIONS_TIMEOUT)
+            return 1
+    cache.touch(counter, timeout=_REJECTIONS_TIMEOUT)  # incr keeps no timeout with some backends
+    return count
+
+
+def _confirm_rejection(key: ResolvedKey, error: LLMError, count: int) -> None:
+    """The ``count``-th rejection in a row: deactivate the key if the provider's key check
+    refuses it too; forget the rejections if the check accepts it (the calls were refused for
+    what they asked, not for the key); keep counting if the check could not tell."""
+    try:
+        check_key(key.provider, key.secret, source=key.source)
+    except LLMError as exc:
+        if not rejects_key(exc):
+            return
+        error = exc
+    else:
+        cache.delete(_rejections_key(key))
+        logger.info(
+            "%s rejected %d calls in a row made with the key from %s, but accepts the key "
+            "itself: it is kept.",
+            provider_class(key.provider).label,
+            count,
+            key.source,
+        )
+        return
+    cache.delete(_rejections_key(key))
+    reason = without_key(error.message, key.secret)
+    if key.key_id is None:
+        logger.warning(
+            "The key from %s was rejected on %d calls in a row and by a key check (%s). "
+            "Replace it, or add a key in the admin key manager.",
+            key.source,
+            count,
+            reason,
+        )
+        return
+    deactivate_key(key.key_id, count=count, reason=reason)
+
+
+def deactivate_key(key_id: int, *, count: int, reason: str) -> APIKey | None:
+    """Deactivate the stored key ``key_id`` that its provider rejected on ``count`` calls in a
+    row, with ``reason`` (the provider's message, already free of the key) in its
+    ``status_note``. Saved through the model, so every process drops the key at its next call.
+    None when the key is no longer active (another process or an admin was first)."""
+    now = timezone.now()
+    with transaction.atomic():
+        row = APIKey.objects.select_for_update().filter(pk=key_id, active=True).first()
+        if row is None:
+            return None
+        row.active = False
+        row.checked_at = now
+        row.status_note = _note(
+            f"Deactivated {now:%Y-%m-%d %H:%M} UTC: rejected by "
+            f"{row.get_provider_display()} on {count} calls in a row and by a key check. ",
+            reason,
+        )
+        row.save(update_fields=["active", "checked_at", "status_note"])
+    logger.warning("Deactivated %s: %s", row, row.status_note)
+    return row
+
+
+def _note(prefix: str, detail: str) -> str:
+    limit = APIKey._meta.get_field("status_note").max_length
+    room = limit - len(prefix)
+    return prefix + (detail if len(detail) <= room else detail[: room - 1] + "…")
+
+
+# A piece of a key this long is masked wherever a message may carry it: an upstream may echo the
+# key cut short or masked its own way (``sk-or-v1-abc…wxyz``), which the exact key misses.
+KEY_FRAGMENT_LENGTH = 8
+
+
+def without_key(text: str, secret: str) -> str:
+    """``text`` with every run of characters that is part of ``secret`` (at least
+    ``KEY_FRAGMENT_LENGTH`` long) replaced by ``[key]``."""
+    n = KEY_FRAGMENT_LENGTH
+    if len(secret) < n or not text:
+        return text
+    pieces = {secret[i : i + n] for i in range(len(secret) - n + 1)}
+    hidden = [False] * len(text)
+    for i in range(len(text) - n + 1):
+        if text[i : i + n] in pieces:
+            hidden[i : i + n] = [True] * n
+    out, i = [], 0
+    while i < len(text):
+        if hidden[i]:
+            while i < len(text) and hidden[i]:
+                i += 1
+            out.append("[key]")
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)

@@ -7,11 +7,12 @@ from collections import defaultdict
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from .. import registry
 from ..exceptions import LLMError
 from ..forms import APIKeyForm, CustomProviderForm
-from ..keys import stored_key
+from ..keys import check_key, rejects_key, stored_key
 from ..models import APIKey, CustomProvider
 from .common import ProviderFilter
 
@@ -38,19 +39,41 @@ class CustomProviderAdmin(admin.ModelAdmin):
 
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
-    """Keys are shown only by their mask; the secret input is write-only (see ``APIKeyForm``)."""
+    """Keys are shown only by their mask; the secret input is write-only (see ``APIKeyForm``).
+    ``status_note`` and ``checked_at`` (read-only) say how the key's last test went, or why it
+    was deactivated (``keys.record_key_outcome``)."""
 
     form = APIKeyForm
-    list_display = ["provider", "label", "mask", "active", "created_at", "last_used_at"]
+    list_display = [
+        "provider",
+        "label",
+        "mask",
+        "active",
+        "status_note",
+        "checked_at",
+        "created_at",
+        "last_used_at",
+    ]
     list_filter = [("provider", ProviderFilter), "active"]
     search_fields = ["label"]
-    readonly_fields = ["mask", "created_at", "last_used_at"]
+    readonly_fields = ["mask", "status_note", "checked_at", "created_at", "last_used_at"]
     actions = ["test_connection", "activate", "deactivate"]
 
     def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> list[str]:
         if obj is None:
-            return ["provider", "label", "secret", "active"]
-        return ["provider", "label", "mask", "secret", "active", "created_at", "last_used_at"]
+            return ["provider", "label", "secret", "validate", "active"]
+        return [
+            "provider",
+            "label",
+            "mask",
+            "secret",
+            "validate",
+            "active",
+            "status_note",
+            "checked_at",
+            "created_at",
+            "last_used_at",
+        ]
 
     @admin.display(description="Key")
     def mask(self, obj: APIKey) -> str:
@@ -62,17 +85,25 @@ class APIKeyAdmin(admin.ModelAdmin):
             try:
                 message, level = self._test_key(key), messages.SUCCESS
             except LLMError as exc:
-                # Providers scrub their key from errors; decryption errors never held it.
+                # check_key scrubs the key from errors; decryption errors never held it.
                 message, level = str(exc), messages.ERROR
+                if rejects_key(exc):
+                    self._note(key, message)
+            else:
+                self._note(key, message)
             self.message_user(request, f"{key}: {message}", level)
 
     @staticmethod
     def _test_key(key: APIKey) -> str:
         resolved = stored_key(key)
-        provider = registry.provider_class(key.provider)(
-            resolved.secret, key_source=resolved.source
-        )
-        return provider.test_connection()
+        return check_key(key.provider, resolved.secret, source=resolved.source)
+
+    @staticmethod
+    def _note(key: APIKey, message: str) -> None:
+        """Keep the test's answer on the key. An update: the note changes no call's key, so
+        the processes' copies of the keys need not be dropped."""
+        note = message[: APIKey._meta.get_field("status_note").max_length]
+        APIKey.objects.filter(pk=key.pk).update(status_note=note, checked_at=timezone.now())
 
     @admin.action(description="Activate (deactivates the provider's other keys)")
     def activate(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
