@@ -49,6 +49,31 @@ def month_bounds(today: date | None = None) -> tuple[date, date]:
     return first, next_first - timedelta(days=1)
 
 
+#: The longest range a report covers: years of ledger rows in one query is a mistake, and an
+#: end near ``date.max`` would overflow the day after it.
+MAX_RANGE = timedelta(days=366 * 10)
+
+
+class BadRange(ValueError):
+    """A report's date range that cannot be reported; ``field`` is the date at fault."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def check_range(start: date, end: date) -> None:
+    """Raise ``BadRange`` unless ``start`` ≤ ``end`` and the range spans at most ``MAX_RANGE``
+    (and ends before ``date.max``, whose next day does not exist)."""
+    if end < start:
+        raise BadRange("end", "The end is before the start.")
+    if end - start >= MAX_RANGE:
+        years = MAX_RANGE.days // 366
+        raise BadRange("end", f"A report covers at most {years} years.")
+    if end >= date.max:
+        raise BadRange("end", f"The end must be before {date.max.isoformat()}.")
+
+
 def _range_filter(start: date, end: date) -> Q:
     # Inclusive dates, as UTC days: [start 00:00, end+1 00:00).
     since = datetime.combine(start, time.min, tzinfo=UTC)
@@ -62,10 +87,11 @@ def cost_report(
     """Ledger totals between two inclusive dates, grouped; biggest cost first.
 
     ``calls`` counts successful provider calls; tokens and cost count every attempt (a failed
-    attempt can still have been billed).
+    attempt can still have been billed). A range ``check_range`` refuses raises ``BadRange``.
     """
     if group_by not in GROUPINGS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}")
+    check_range(start, end)
     entries = LedgerEntry.objects.filter(_range_filter(start, end))
     if user_id is not None:
         entries = entries.filter(user_id=user_id)

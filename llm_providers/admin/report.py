@@ -68,7 +68,7 @@ def cost_report_view(request: HttpRequest, site: admin.AdminSite) -> HttpRespons
         raise PermissionDenied
     form = CostReportForm.from_query(request.GET)
     tables = []
-    if form.is_valid():
+    if _valid_range(form):
         start, end, group_by = (form.cleaned_data[k] for k in ("start", "end", "group_by"))
         if request.GET.get("format") == "csv":
             rows = reports.cost_report(start, end, group_by)
@@ -125,6 +125,18 @@ def cost_report_view(request: HttpRequest, site: admin.AdminSite) -> HttpRespons
     return TemplateResponse(request, "admin/llm_providers/cost_report.html", context)
 
 
+def _valid_range(form: CostReportForm) -> bool:
+    """The form is valid and its dates a range a report can cover (else a form error)."""
+    if not form.is_valid():
+        return False
+    try:
+        reports.check_range(form.cleaned_data["start"], form.cleaned_data["end"])
+    except reports.BadRange as exc:
+        form.add_error(exc.field, str(exc))
+        return False
+    return True
+
+
 def _share(part: Decimal, whole: Decimal) -> str:
     if whole <= 0:
         return "-"
@@ -133,7 +145,7 @@ def _share(part: Decimal, whole: Decimal) -> str:
 
 def add_cost_report(site: admin.AdminSite) -> None:
     """Serve the report at ``<admin>/llm_providers/cost-report/`` (url name
-    ``admin:llm_providers_cost_report``), staff only.
+    ``admin:llm_providers_cost_report``), for staff who may view the ledger.
 
     It belongs to no model, so it cannot come from a ModelAdmin's URLs (those live under
     ``llm_providers/<model>/``): it is put in front of the site's own URLs.

@@ -8,22 +8,25 @@ from datetime import date
 from django.db import connection
 from django.shortcuts import get_object_or_404
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from .. import circuits, registry
 from ..accounting import budgets, reports
 from ..accounting.money import ZERO, money_str
-from ..keys import resolve_keys
+from ..exceptions import ProviderAuthError
+from ..keys import resolve_keys, stored_key
 from ..main_text_generation import llm_generate, llm_stream
 from ..models import PROVIDER_NAMES, APIKey, CallStatus, LedgerEntry, UsageSummary, billing_period
 from . import serializers as s
 from .base import AppAPIConfig, AppAPIView
 from .errors import error_body
+from .permissions import StaffModelPermissions
 from .schema import (
     OpenApiParameter,
     OpenApiResponse,
@@ -41,6 +44,14 @@ _ERROR = inline_serializer(
             "ErrorDetail", {"code": serializers.CharField(), "message": serializers.CharField()}
         )
     },
+)
+
+
+_VALIDATE = OpenApiParameter(
+    "validate",
+    OpenApiTypes.BOOL,
+    description="1: test the key with its provider first; a key it rejects is a 400 and "
+    "nothing is stored",
 )
 
 
@@ -209,9 +220,11 @@ class FormatParameterWins(DefaultContentNegotiation):
 
 
 class CostReportView(AppAPIView):
-    """Staff: cost per user, provider, model or day over an inclusive date range."""
+    """Staff who may view the ledger: cost per user, provider, model or day over an inclusive
+    date range."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffModelPermissions]
+    queryset = LedgerEntry.objects.none()  # whose view permission reading the report needs
     renderer_classes = [JSONRenderer, CSVRenderer]
     content_negotiation_class = FormatParameterWins
 
@@ -235,8 +248,10 @@ class CostReportView(AppAPIView):
         first, last = reports.month_bounds()
         start = _iso_date(request.query_params, "start") or first
         end = _iso_date(request.query_params, "end") or last
-        if end < start:
-            raise ValidationError({"end": ["The end is before the start."]})
+        try:
+            reports.check_range(start, end)
+        except reports.BadRange as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from None
         group_by = request.query_params.get("group_by") or "user"
         if group_by not in reports.GROUPINGS:
             raise ValidationError({"group_by": [f"Choose one of {', '.join(reports.GROUPINGS)}."]})
@@ -250,17 +265,64 @@ class CostReportView(AppAPIView):
         return Response([row.as_dict() for row in rows])
 
 
-class KeyListView(AppAPIView):
-    """Staff: the stored keys (masked), and adding one (it becomes the active key at once)."""
+def _validate_param(request) -> bool:
+    """``?validate=1``: test the key with its provider before it is stored (SPEC §6)."""
+    value = request.query_params.get("validate")
+    if value in (None, ""):
+        return False
+    try:
+        return serializers.BooleanField().to_internal_value(value)
+    except ValidationError:
+        raise ValidationError({"validate": ["Use validate=1 or validate=0."]}) from None
 
-    permission_classes = [IsAdminUser]
+
+def check_key(key: APIKey, secret: str | None = None) -> None:
+    """Test ``key`` (or ``secret``, the one about to replace it) with its provider's
+    ``test_connection()`` and note the result on ``key`` (``status_note``, ``checked_at``; not
+    saved).
+
+    A key the provider rejects (401/403, or its own way of saying so) is a ``ValidationError``
+    on ``key`` with the provider's reason — providers scrub their key from their errors, and the
+    source names the key by its mask. Any other failure (network, timeout, 5xx) rises as it is:
+    the envelope's 502/504, and nothing is known about the key.
+    """
+    source = f"the key being saved ({key.mask})"
+    if secret is None:
+        resolved = stored_key(key)
+        secret, source = resolved.secret, resolved.source
+    provider = registry.provider_class(key.provider)(secret, key_source=source)
+    try:
+        _note_check(key, provider.test_connection())
+    except ProviderAuthError as exc:
+        raise ValidationError({"key": [f"{provider.label} rejected the key: {exc}"]}) from None
+
+
+def _note_check(key: APIKey, note: str) -> None:
+    key.status_note = note[: APIKey._meta.get_field("status_note").max_length]
+    key.checked_at = timezone.now()
+
+
+class KeyListView(AppAPIView):
+    """The stored keys (masked), for staff who may view keys; adding one (it becomes the active
+    key at once), for staff who may add keys. ``?validate=1`` tests it first."""
+
+    permission_classes = [StaffModelPermissions]
+    queryset = APIKey.objects.all()
 
     @extend_schema(responses={200: s.APIKeySerializer(many=True)})
     def get(self, request):
-        return Response(s.APIKeySerializer(APIKey.objects.all(), many=True).data)
+        return Response(s.APIKeySerializer(self.queryset.all(), many=True).data)
 
-    @extend_schema(request=s.APIKeyCreateSerializer, responses={201: s.APIKeySerializer})
+    @extend_schema(
+        parameters=[_VALIDATE],
+        request=s.APIKeyCreateSerializer,
+        responses={
+            201: s.APIKeySerializer,
+            **{code: OpenApiResponse(_ERROR) for code in (400, 403, 502, 504)},
+        },
+    )
     def post(self, request):
+        validate = _validate_param(request)
         params = s.APIKeyCreateSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         key = APIKey(
@@ -269,21 +331,35 @@ class KeyListView(AppAPIView):
             active=True,
         )
         key.set_secret(params.validated_data["key"])
+        if validate:
+            check_key(key, params.validated_data["key"])
         key.save()
         return Response(s.APIKeySerializer(key).data, status=status.HTTP_201_CREATED)
 
 
 class KeyDetailView(AppAPIView):
-    """Staff: relabel, replace, activate or deactivate a key; or delete it."""
+    """Relabel, replace, activate or deactivate a key (staff who may change keys; ``?validate=1``
+    tests the resulting key first); or delete it (staff who may delete keys)."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffModelPermissions]
+    queryset = APIKey.objects.all()
 
-    @extend_schema(request=s.APIKeyUpdateSerializer, responses={200: s.APIKeySerializer})
+    @extend_schema(
+        parameters=[_VALIDATE],
+        request=s.APIKeyUpdateSerializer,
+        responses={
+            200: s.APIKeySerializer,
+            **{code: OpenApiResponse(_ERROR) for code in (400, 403, 404, 502, 504)},
+        },
+    )
     def patch(self, request, pk: int):
-        key = get_object_or_404(APIKey, pk=pk)
+        validate = _validate_param(request)
+        key = get_object_or_404(self.queryset.all(), pk=pk)
         params = s.APIKeyUpdateSerializer(data=request.data, context={"provider": key.provider})
         params.is_valid(raise_exception=True)
         data = params.validated_data
+        if validate:
+            self._check(key, data.get("key"))
         if "key" in data:
             key.set_secret(data["key"])
         if "label" in data:
@@ -293,9 +369,25 @@ class KeyDetailView(AppAPIView):
         key.save()
         return Response(s.APIKeySerializer(key).data)
 
-    @extend_schema(responses={204: None})
+    @staticmethod
+    def _check(key: APIKey, new_secret: str | None) -> None:
+        """Test the key the row will hold. A stored key that the provider now rejects keeps the
+        verdict (its health, SPEC §6) but none of the requested changes."""
+        if new_secret is not None:
+            check_key(key, new_secret)
+            return
+        try:
+            check_key(key)
+        except ValidationError as exc:
+            _note_check(key, str(exc.detail["key"][0]))
+            APIKey.objects.filter(pk=key.pk).update(
+                status_note=key.status_note, checked_at=key.checked_at
+            )
+            raise
+
+    @extend_schema(responses={204: None, 403: OpenApiResponse(_ERROR)})
     def delete(self, request, pk: int):
-        get_object_or_404(APIKey, pk=pk).delete()
+        get_object_or_404(self.queryset.all(), pk=pk).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -35,9 +35,29 @@ def other_user(django_user_model):
     return django_user_model.objects.create_user("bob", password=PASSWORD)
 
 
+#: What an administrator gives the staff who manage keys and read costs (SPEC §8: the staff
+#: endpoints follow the admin's model permissions).
+STAFF_PERMISSIONS = [
+    "view_apikey",
+    "add_apikey",
+    "change_apikey",
+    "delete_apikey",
+    "view_ledgerentry",
+]
+
+
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True)
+    """The staff user ``admin``, with the key and ledger permissions of ``STAFF_PERMISSIONS``."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("admin", password=PASSWORD, is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="llm_providers", codename__in=STAFF_PERMISSIONS
+        )
+    )
+    return user
 
 
 @pytest.fixture
