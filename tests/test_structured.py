@@ -1,9 +1,19 @@
 """Structured JSON: checking a caller's schema, parsing and validating a model's reply."""
 
-import pytest
+import contextlib
+import json
+import signal
 
-from llm_providers.exceptions import InvalidRequest
+import pytest
+import responses
+
+from llm_providers import structured
+from llm_providers.exceptions import InvalidRequest, InvalidStructuredOutput
+from llm_providers.providers.openrouter import OpenRouterProvider
+from llm_providers.results import ChatRequest
 from llm_providers.structured import SchemaMismatch, check_schema, parse_reply
+from tests.conftest import FAKE_KEYS, OPENROUTER_URL
+from tests.providers import wire
 
 SCHEMA = {
     "type": "object",
@@ -142,3 +152,169 @@ def test_the_schemas_own_draft_is_used():
     assert parse_reply("9.5", schema) == 9.5
     with pytest.raises(SchemaMismatch):
         parse_reply("10", schema)
+
+
+# --- Patterns in linear time (RE2) ---------------------------------------------------------------
+
+# Catastrophic for a backtracking engine: Python's re takes about 10 s on 28 x's and twice as
+# long with each more, so days on 40; RE2 answers at once.
+EVIL = "^a example(x+x+)+y$"
+EVIL_TEXT = "a example" + "x" * 40
+
+
+@contextlib.contextmanager
+def cut_off_after(seconds: int):
+    """Fail (instead of hanging the suite) if the block runs away; no bound on the time taken."""
+
+    def runaway(signum, frame):
+        raise AssertionError(f"still running after {seconds}s: backtracking regex?")
+
+    previous = signal.signal(signal.SIGALRM, runaway)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_catastrophic_pattern_is_evaluated_in_linear_time():
+    schema = {"type": "string", "pattern": EVIL}
+    check_schema(schema)  # RE2 can run it: accepted
+    with cut_off_after(20), pytest.raises(SchemaMismatch) as caught:
+        parse_reply(json.dumps(EVIL_TEXT), schema)
+    assert "does not match '^a example(x+x+)+y$'" in str(caught.value)
+    assert parse_reply(json.dumps(EVIL_TEXT + "y"), schema) == EVIL_TEXT + "y"
+
+
+def test_a_catastrophic_pattern_deep_in_a_schema():
+    schema = {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/$defs/word"}},
+        },
+        "$defs": {"word": {"type": "string", "pattern": EVIL}},
+    }
+    check_schema(schema)
+    with cut_off_after(20), pytest.raises(SchemaMismatch) as caught:
+        parse_reply(json.dumps({"items": ["a examplexxy", EVIL_TEXT]}), schema)
+    assert str(caught.value).startswith("the reply does not match the schema (items/1: ")
+
+
+def test_pattern_properties_match_property_names_in_linear_time():
+    schema = {
+        "type": "object",
+        "patternProperties": {EVIL: {"type": "integer"}, "^n_": {"type": "string"}},
+        "additionalProperties": False,
+    }
+    check_schema(schema)
+    with cut_off_after(20):
+        # A property name the model wrote is matched against every pattern.
+        with pytest.raises(SchemaMismatch) as caught:
+            parse_reply(json.dumps({EVIL_TEXT: 1}), schema)
+        assert "does not match any of the regexes" in str(caught.value)
+        with pytest.raises(SchemaMismatch) as caught:
+            parse_reply(json.dumps({EVIL_TEXT + "y": "one", "n_a": "b"}), schema)
+        assert "'one' is not of type 'integer'" in str(caught.value)
+        assert parse_reply(json.dumps({EVIL_TEXT + "y": 1, "n_a": "b"}), schema)
+
+
+def test_additional_properties_beside_pattern_properties():
+    schema = {
+        "type": "object",
+        "properties": {"id": {"type": "integer"}},
+        "patternProperties": {"^x-": {"type": "string"}},
+        "additionalProperties": {"type": "boolean"},
+    }
+    assert parse_reply('{"id": 1, "x-a": "b", "other": true}', schema)
+    with pytest.raises(SchemaMismatch) as caught:
+        parse_reply('{"id": 1, "x-a": "b", "other": "yes"}', schema)
+    assert "other: 'yes' is not of type 'boolean'" in str(caught.value)
+    closed = {**schema, "additionalProperties": False, "patternProperties": {}}
+    with pytest.raises(SchemaMismatch) as caught:
+        parse_reply('{"id": 1, "b": 2, "a": 3}', closed)
+    assert "('a', 'b' were unexpected)" in str(caught.value)
+
+
+def test_the_patterns_of_older_drafts_run_in_linear_time_too():
+    schema = {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "object",
+        "properties": {"a": {"type": "string", "pattern": EVIL}},
+    }
+    check_schema(schema)
+    with cut_off_after(20), pytest.raises(SchemaMismatch):
+        parse_reply(json.dumps({"a": EVIL_TEXT}), schema)
+
+
+@pytest.mark.parametrize(
+    ("schema", "pattern"),
+    [
+        ({"type": "string", "pattern": r"^(a+)\1$"}, r"^(a+)\1$"),
+        ({"type": "string", "pattern": "^(?=.*x)"}, "^(?=.*x)"),
+        ({"type": "object", "patternProperties": {"(?<!a)b": {}}}, "(?<!a)b"),
+        (
+            {"type": "array", "items": {"properties": {"a": {"pattern": "(?!x)"}}}},
+            "(?!x)",
+        ),
+        ({"$defs": {"unused": {"pattern": r"(a)\1"}}}, r"(a)\1"),
+    ],
+)
+def test_a_pattern_that_needs_backtracking_is_refused_up_front(schema, pattern):
+    with pytest.raises(InvalidRequest) as caught:
+        check_schema(schema)
+    error = caught.value
+    assert error.code == "invalid_request"
+    assert error.field == "json_schema"
+    assert f"The JSON schema's pattern {pattern!r} cannot be used: " in error.message
+    assert "backreferences and lookaround are not supported" in error.message
+
+
+def test_a_refused_schema_is_never_run_even_when_not_checked_first():
+    with pytest.raises(SchemaMismatch) as caught:
+        parse_reply('"aa"', {"type": "string", "pattern": r"^(a)\1$"})
+    assert "the schema cannot be used" in str(caught.value)
+
+
+def test_pattern_properties_with_unevaluated_properties_is_refused():
+    schema = {
+        "type": "object",
+        "allOf": [{"patternProperties": {"^x": {}}}],
+        "unevaluatedProperties": False,
+    }
+    with pytest.raises(InvalidRequest) as caught:
+        check_schema(schema)
+    assert "patternProperties together with unevaluatedProperties" in caught.value.message
+    # Either alone is fine.
+    check_schema({"type": "object", "unevaluatedProperties": False})
+    check_schema({"type": "object", "patternProperties": {"^x": {}}})
+
+
+def test_a_property_named_pattern_is_not_a_pattern():
+    schema = {"type": "object", "properties": {"pattern": {"const": r"(a)\1"}}}
+    check_schema(schema)
+    assert parse_reply(r'{"pattern": "(a)\\1"}', schema) == {"pattern": r"(a)\1"}
+
+
+# --- One validation per reply ---------------------------------------------------------------------
+
+
+def test_a_repeated_failing_reply_is_validated_once(monkeypatch):
+    searched = []
+    search = structured._search
+    monkeypatch.setattr(
+        structured, "_search", lambda pattern, text: searched.append(text) or search(pattern, text)
+    )
+    reply = wire.or_completion(json.dumps(EVIL_TEXT), model="a/b", usage=wire.or_usage(5, 7))
+    with responses.RequestsMock() as http:
+        for _ in range(2):  # the answer, and the retry's: the same text
+            http.add(responses.POST, f"{OPENROUTER_URL}/chat/completions", body=reply)
+        request = ChatRequest.from_prompt(
+            "Hi", model="a/b", json_schema={"type": "string", "pattern": EVIL}
+        )
+        with cut_off_after(20), pytest.raises(InvalidStructuredOutput) as caught:
+            OpenRouterProvider(FAKE_KEYS["openrouter"]).complete(request)
+    assert searched == [EVIL_TEXT]
+    assert caught.value.requests == 2
+    assert caught.value.raw_text == json.dumps(EVIL_TEXT)
+    assert caught.value.partial_usage.prompt_tokens == 10

@@ -507,8 +507,8 @@ class Provider:
         try:
             completion.data = parse_reply(completion.text, request.json_schema)
             return completion
-        except SchemaMismatch:
-            pass
+        except SchemaMismatch as mismatch:
+            first_mismatch = mismatch
         # One retry: models slip now and then; a second slip is reported, never returned.
         try:
             second = self._complete_once(request)
@@ -520,6 +520,10 @@ class Provider:
         second.requests += completion.requests
         second.usage = add_usage(completion.usage, second.usage)
         try:
+            if second.text == completion.text:
+                # The same reply again (a model told to repeat it): its verdict is known, and
+                # validating it twice would double what a costly schema takes.
+                raise first_mismatch
             second.data = parse_reply(second.text, request.json_schema)
             return second
         except SchemaMismatch as mismatch:
