@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from ..conf import llm_settings
 from ..results import Attempt
-from . import budgets
+from . import alerts, budgets
 from .budgets import Reservation
 from .models import (
     PROVIDER_NAMES,
@@ -149,6 +149,8 @@ def record_call(
         if release is not None:  # reserved last month, recorded this month: on last month's row
             add_to_summary(release.user_id, release.period, budgets.release_deltas(release))
         LedgerEntry.objects.bulk_create(entries)
+    if any(entry.cost for entry in entries):
+        alerts.check_safely(user_id, period)
     return entries
 
 
@@ -293,6 +295,8 @@ def finish_attempt(
                 estimate=entry.estimate,
                 reservation=None if swept else held,
             )
+    if final.cost:
+        alerts.check_safely(entry.user_id, entry.period)
     return final, following
 
 
@@ -448,3 +452,65 @@ def adjust_summary(
 
 def _as_text(value: int | Decimal) -> str:
     return money_str(value) if isinstance(value, Decimal) else str(value)
+
+
+def release_reservations(
+    summary_id: int, *, reason: str, created_by_id: int | None = None
+) -> list[UsageAdjustment]:
+    """Release by hand what a summary's reservations hold and no call in flight does (left by
+    an old process, or by a bug): one ``F()`` update, never below zero, kept as
+    ``UsageAdjustment`` rows (``reserved_cost``, ``reserved_calls``) with the reason.
+
+    What rows in flight hold stays reserved: they release it themselves when they end (or the
+    sweep does), and releasing it twice would let calls overrun the budget.
+    """
+    with transaction.atomic():
+        # The row lock holds off calls reserving or releasing while the rows in flight are
+        # counted (both update the summary row first).
+        current = (
+            UsageSummary.objects.select_for_update()
+            .filter(pk=summary_id)
+            .values("user_id", "period", "reserved_cost", "reserved_calls")
+            .get()
+        )
+        held = list(
+            LedgerEntry.objects.filter(
+                user_id=current["user_id"],
+                period=current["period"],
+                status=CallStatus.IN_FLIGHT,
+                reserved=True,
+            ).values_list("estimate", flat=True)
+        )
+        cost = max(current["reserved_cost"] - sum(held, ZERO), ZERO)
+        calls = max(current["reserved_calls"] - len(held), 0)
+        if not (cost or calls):
+            return []
+        # The condition makes it never go below zero even if a call released meanwhile.
+        if not UsageSummary.objects.filter(
+            pk=summary_id, reserved_cost__gte=cost, reserved_calls__gte=calls
+        ).update(
+            reserved_cost=F("reserved_cost") - Value(cost, output_field=MONEY),
+            reserved_calls=F("reserved_calls") - calls,
+            updated_at=timezone.now(),
+        ):
+            raise ValidationError("The reservations changed meanwhile: try again.")
+        after = (
+            UsageSummary.objects.filter(pk=summary_id)
+            .values("reserved_cost", "reserved_calls")
+            .get()
+        )
+        adjustments = [
+            UsageAdjustment(
+                summary_id=summary_id,
+                field=field,
+                old_value=_as_text(after[field] + delta),
+                new_value=_as_text(after[field]),
+                delta=_as_text(-delta),
+                reason=reason,
+                created_by_id=created_by_id,
+            )
+            for field, delta in (("reserved_cost", cost), ("reserved_calls", calls))
+            if delta
+        ]
+        UsageAdjustment.objects.bulk_create(adjustments)
+    return adjustments

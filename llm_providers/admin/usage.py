@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -123,13 +124,27 @@ def _provider_column(name: str):
     return admin.display(description=label, ordering=f"{name}_cost")(show)
 
 
+class UsageSummaryAdminForm(UsageSummaryForm):
+    """The correction form, plus the release of reservations no call in flight holds."""
+
+    release_reservations = forms.BooleanField(
+        required=False,
+        label="Release reservations",
+        help_text=(
+            "Release what the reservations hold beyond the calls now in flight (left by a "
+            "process that died, for instance); those calls release their own when they end. "
+            "Kept under Adjustments with the reason."
+        ),
+    )
+
+
 @admin.register(UsageSummary)
 class UsageSummaryAdmin(admin.ModelAdmin):
     """Monthly usage per user. Spend is corrected by editing the per-provider columns: the change
     is applied as a delta with ``F()`` (``ledger.adjust_summary``), never by saving the row,
     so calls recorded meanwhile are kept, and each correction is kept as an adjustment."""
 
-    form = UsageSummaryForm
+    form = UsageSummaryAdminForm
     change_list_template = "admin/llm_providers/change_list_with_report.html"
     inlines = [UsageAdjustmentInline]
     list_display = [
@@ -183,7 +198,7 @@ class UsageSummaryAdmin(admin.ModelAdmin):
                 (
                     "Correction",
                     {
-                        "fields": ["reason"],
+                        "fields": ["release_reservations", "reason"],
                         "description": (
                             "Edit the calls, tokens or cost above and say why. The change is "
                             "added to the current values (calls recorded while this page was "
@@ -214,13 +229,11 @@ class UsageSummaryAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: UsageSummary, form, change: bool) -> None:
         # Never obj.save(): it would write back columns that calls have moved since.
+        reason = form.cleaned_data["reason"]
         try:
-            ledger.adjust_summary(
-                obj.pk,
-                form.deltas,
-                reason=form.cleaned_data["reason"],
-                created_by_id=request.user.pk,
-            )
+            ledger.adjust_summary(obj.pk, form.deltas, reason=reason, created_by_id=request.user.pk)
+            if form.cleaned_data.get("release_reservations"):
+                self._release(request, obj, reason)
         except ValidationError as exc:
             # Too late for a form error (the admin saves after validating): flag the request
             # so that nothing is logged and the admin is sent back to the form.
@@ -233,6 +246,18 @@ class UsageSummaryAdmin(admin.ModelAdmin):
                 request,
                 "Calls were recorded while you edited "
                 f"({', '.join(form.moved)}): your change was added to the current values.",
+                messages.WARNING,
+            )
+
+    def _release(self, request: HttpRequest, obj: UsageSummary, reason: str) -> None:
+        released = ledger.release_reservations(obj.pk, reason=reason, created_by_id=request.user.pk)
+        if released:
+            what = ", ".join(f"{a.field} {a.old_value} → {a.new_value}" for a in released)
+            self.message_user(request, f"Reservations released: {what}.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request,
+                "Nothing to release: the reservations are held by calls in flight.",
                 messages.WARNING,
             )
 
