@@ -1,6 +1,9 @@
 """System checks: configuration mistakes reported by ``manage.py check`` and at start-up."""
 
 from django.apps import apps
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
@@ -79,3 +82,36 @@ def check_custom_providers(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register(Tags.caches, deploy=True)
+def check_shared_throttle_cache(app_configs, **kwargs):
+    """The throttles count in the default cache: a cache of each process's own memory counts
+    per process. Which server runs the project is not known here, so this warns for any
+    deployment whose default cache is per process."""
+    cache = caches[DEFAULT_CACHE_ALIAS]
+    if isinstance(cache, DummyCache):
+        msg = (
+            "The default cache is a DummyCache: it stores nothing, so the API's throttles "
+            "(LLM_API_RATE, LLM_API_GENERATION_RATE) never refuse a request, and circuit "
+            "states are not shared."
+        )
+    elif isinstance(cache, LocMemCache):
+        msg = (
+            "The default cache is a LocMemCache, private to each process: under a server "
+            "with several worker processes each one throttles on its own, so a user gets "
+            "LLM_API_RATE and LLM_API_GENERATION_RATE once per worker, and circuits open "
+            "per worker."
+        )
+    else:
+        return []
+    return [
+        Warning(
+            msg,
+            hint="Use a cache every process shares: Redis (django.core.cache.backends.redis."
+            "RedisCache; REDIS_URL in this project) across machines, or on one machine "
+            "FileBasedCache in a directory all workers can write (CACHE_DIR). A single-process "
+            "server may ignore this warning.",
+            id="llm_providers.W002",
+        )
+    ]

@@ -1,9 +1,26 @@
-"""Per-user throttling: a rate for every endpoint, and a lower one for generation."""
+"""Per-user throttling: a rate for every endpoint, and a lower one for generation; rates that
+hold across processes (the lock around DRF's history update); the deploy check of the cache."""
+
+import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
+from django.core import checks
+from django.core.cache import cache
 
+from llm_providers.api.throttling import (
+    LOCK_STRIPES,
+    LOCK_TTL,
+    GenerationRateThrottle,
+    ThrottleLockTimeout,
+    file_lock,
+    lock_file_path,
+)
 from llm_providers.models import LedgerEntry
-from tests.api.support import API, assert_error
+from tests.api.support import API, ROOT, assert_error, project_process
 from tests.providers.wire import gemini_generate_url, gemini_response
 
 pytestmark = pytest.mark.django_db
@@ -102,3 +119,194 @@ def test_counts_are_drfs_histories_in_djangos_cache(api, user, rates):
     assert api.get(API + "usage/").status_code == 200
     history = cache.get(f"throttle_llm_api_{user.pk}")
     assert isinstance(history, list) and len(history) == 1
+
+
+# --- Across processes -----------------------------------------------------------------------
+
+# One process of the project hitting GenerationRateThrottle as a server worker does: its threads
+# wait for a common start time, then each makes its attempts; it prints what was admitted.
+HAMMER = """
+import json, sys, threading, time
+from types import SimpleNamespace
+import django
+django.setup()
+from llm_providers.api.throttling import GenerationRateThrottle
+
+user_id, start_at, threads, attempts = int(sys.argv[1]), float(sys.argv[2]), *map(int, sys.argv[3:])
+request = SimpleNamespace(user=SimpleNamespace(pk=user_id, is_authenticated=True))
+admitted, waits, lock = [], [], threading.Lock()
+
+def hit():
+    for _ in range(attempts):
+        throttle = GenerationRateThrottle()
+        allowed = throttle.allow_request(request, None)
+        with lock:
+            (admitted if allowed else waits).append(None if allowed else throttle.wait())
+
+workers = [threading.Thread(target=hit) for _ in range(threads)]
+time.sleep(max(0.0, start_at - time.time()))
+for w in workers:
+    w.start()
+for w in workers:
+    w.join()
+print(json.dumps({"admitted": len(admitted), "waits": waits}))
+"""
+
+
+def hammer(
+    rate: str, *, processes: int = 4, threads: int = 8, attempts: int = 10, **environ: str
+) -> tuple[int, list[float]]:
+    """``processes`` processes of the project (``environ`` over this one's environment), each
+    with ``threads`` threads making ``attempts`` generation-throttle checks for one user, all
+    at once; returns how many were admitted in all, and the ``wait()`` of each refusal."""
+    env = {
+        **os.environ,
+        "ALWRITY_ENV_FILE": "",
+        "DJANGO_SETTINGS_MODULE": "alwrity.settings",
+        "LLM_API_GENERATION_RATE": rate,
+        **environ,
+    }
+    start_at = time.time() + 3  # every process has set Django up by then
+    argv = ["4242", repr(start_at), str(threads), str(attempts)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, *argv],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        results.append(json.loads(out.splitlines()[-1]))
+    return sum(r["admitted"] for r in results), [w for r in results for w in r["waits"]]
+
+
+def test_the_rate_holds_across_processes_sharing_the_file_cache(cache_dir):
+    """Four processes, 320 attempts at once, on the file cache of one machine: exactly the rate
+    is admitted (without the lock, each process overwrote the others' histories)."""
+    admitted, waits = hammer("50/min", CACHE_DIR=str(cache_dir), REDIS_URL="")
+    assert admitted == 50
+    assert len(waits) == 4 * 8 * 10 - 50
+    assert all(0 < w <= 60 for w in waits)  # DRF's wait(): the oldest entry's remaining time
+
+
+# --- The lock: bounded, fails closed, freed by a dead holder ----------------------------------
+
+
+def generation_lock_path(directory, user) -> str:
+    return lock_file_path(str(directory), f"throttle_llm_generation_{user.pk}")
+
+
+def test_a_lock_not_had_in_time_refuses_the_request(
+    api, user, use_keys, http, rates, cache_dir, monkeypatch, caplog
+):
+    """Held elsewhere beyond the wait: 429 with Retry-After (fail closed: a stalled cache must
+    not let uncounted generations through), no upstream request, a warning in the log."""
+    rates("100/min", "100/min")
+    use_keys("gemini")
+    http.post(gemini_generate_url(), body=gemini_response())
+    monkeypatch.setattr(GenerationRateThrottle, "lock_wait", 0.05)
+
+    with file_lock(generation_lock_path(cache_dir, user)):
+        started = time.monotonic()
+        response = generate(api)
+        waited = time.monotonic() - started
+    error = assert_error(response, 429, "rate_limited")
+    assert response["Retry-After"] == "1"
+    assert "Expected available in 1 second" in error["message"]
+    assert waited < 1
+    assert len(http.calls) == 0
+    assert "was not free within 0.05s" in caplog.text
+    assert generate(api).status_code == 200  # released: counted as usual
+
+
+def test_a_killed_holder_releases_the_file_lock(api, user, use_keys, http, rates, cache_dir):
+    """A worker killed while it holds the lock: the kernel releases it at once."""
+    rates("100/min", "100/min")
+    use_keys("gemini")
+    http.post(gemini_generate_url(), body=gemini_response())
+    code = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
+    )
+    path = generation_lock_path(cache_dir, user)
+    holder = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ThrottleLockTimeout), file_lock(path, wait=0.05):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    started = time.monotonic()
+    assert generate(api).status_code == 200
+    assert time.monotonic() - started < 0.5
+
+
+def test_other_caches_lock_with_add_and_a_dead_holders_lock_expires(
+    api, user, use_keys, http, rates, settings
+):
+    """A cache whose ``add`` is atomic (locmem here; Redis, memcached): the lock is a key, freed
+    by its holder; one never freed (a killed worker) expires within LOCK_TTL, and the request
+    waiting for it is then admitted."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    rates("100/min", "2/min")
+    use_keys("gemini")
+    http.post(gemini_generate_url(), body=gemini_response())
+    lock_key = f"throttle_llm_generation_{user.pk}:lock"
+
+    assert generate(api).status_code == 200
+    assert cache.get(lock_key) is None  # released
+    assert cache.add(lock_key, 1, timeout=LOCK_TTL)  # a holder that will never release it
+    started = time.monotonic()
+    assert generate(api).status_code == 200
+    assert 0.5 < time.monotonic() - started < LOCK_TTL + 0.5
+    assert_throttled(generate(api))  # still DRF's history and wait()
+    assert len(cache.get(f"throttle_llm_generation_{user.pk}")) == 2
+
+
+def test_lock_files_are_a_fixed_set_beside_the_cache_files(cache_dir):
+    keys = [f"throttle_llm_api_{n}" for n in range(5000)]
+    paths = {lock_file_path(str(cache_dir), key) for key in keys}
+    assert len(paths) <= LOCK_STRIPES
+    assert {os.path.dirname(p) for p in paths} == {str(cache_dir)}
+    assert not any(p.endswith(".djcache") for p in paths)  # clear() and culling skip them
+    # The same stripe in every process (a salted hash() would differ).
+    code = "from llm_providers.api.throttling import lock_file_path as f; print(f('d', 'k'))"
+    assert project_process(code) == lock_file_path("d", "k")
+
+
+# --- manage.py check --deploy ------------------------------------------------------------------
+
+
+def deploy_warnings() -> list:
+    return [
+        m for m in checks.run_checks(include_deployment_checks=True) if m.id == "llm_providers.W002"
+    ]
+
+
+@pytest.mark.parametrize(
+    "backend, named",
+    [
+        ("django.core.cache.backends.locmem.LocMemCache", "LocMemCache"),
+        ("django.core.cache.backends.dummy.DummyCache", "DummyCache"),
+    ],
+)
+def test_deploy_check_warns_of_a_per_process_cache(settings, backend, named):
+    settings.CACHES = {"default": {"BACKEND": backend}}
+    [warning] = deploy_warnings()
+    assert warning.level == checks.WARNING
+    assert named in warning.msg and "LLM_API_GENERATION_RATE" in warning.msg
+    assert "REDIS_URL" in warning.hint and "single-process" in warning.hint
+    assert "llm_providers.W002" not in {m.id for m in checks.run_checks()}  # --deploy only
+
+
+def test_deploy_check_is_quiet_with_the_shared_file_cache(cache_dir):
+    """The project's default without REDIS_URL (with it: test_throttle_redis)."""
+    assert deploy_warnings() == []
