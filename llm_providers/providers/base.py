@@ -12,6 +12,7 @@ router resolved, and the key appears nowhere but in the request's auth header.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ from ..exceptions import (
     UpstreamTimeout,
 )
 from ..results import ChatRequest, Completion, TextDelta, Usage
+from ..scrubbing import Scrubber
 from ..structured import SchemaMismatch, parse_reply
 from . import http
 from .http import HTTPCall
@@ -465,14 +467,21 @@ class Provider:
         return None
 
     def scrub(self, error: LLMError) -> LLMError:
-        """Remove the key from an error's message, wherever an upstream may have echoed it."""
-        if self._api_key and self._api_key in error.message:
-            error.message = self._without_key(error.message)
-            error.args = (error.message,)
+        """Mask the key in an error's message, wherever an upstream may have echoed it: whole,
+        cut short or partly masked (any run of 8 or more of its characters, see ``scrubbing``)."""
+        message = self._without_key(error.message)
+        if message != error.message:
+            error.message = message
+            error.args = (message,)
         return error
 
     def _without_key(self, text: str) -> str:
-        return text.replace(self._api_key, "[key]") if self._api_key else text
+        return self._scrubber(text)
+
+    @functools.cached_property
+    def _scrubber(self) -> Scrubber:
+        # Built at the first error only: most calls never need it.
+        return Scrubber([self._api_key])
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
