@@ -137,6 +137,15 @@ class UsageSummaryAdminForm(UsageSummaryForm):
         ),
     )
 
+    def clean(self) -> dict:
+        try:
+            return super().clean()
+        except forms.ValidationError as exc:
+            # Releasing is a change of its own: no column needs editing beside it.
+            if exc.code == "unchanged" and self.cleaned_data.get("release_reservations"):
+                return self.cleaned_data
+            raise
+
 
 @admin.register(UsageSummary)
 class UsageSummaryAdmin(admin.ModelAdmin):
