@@ -43,6 +43,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that it sees the errors Django's own middleware answers (a bad Host header, an
+    # oversized body) and gives them the API's JSON error body under /api/.
+    "llm_providers.middleware.APIErrorEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's CSS, Swagger UI) from the app server itself, so `make serve`
     # needs no separate web server in front.
@@ -139,11 +142,33 @@ DJANGO_SUPERUSER_USERNAME = env.str("DJANGO_SUPERUSER_USERNAME", default="admin"
 DJANGO_SUPERUSER_PASSWORD = env.str("DJANGO_SUPERUSER_PASSWORD", default="")
 DJANGO_SUPERUSER_EMAIL = env.str("DJANGO_SUPERUSER_EMAIL", default="")
 
+# Everything to stderr, where the process manager collects it. Django's default sends server
+# errors (django.request, with their traceback) to the console only with DEBUG on, and to
+# ADMINS' mail otherwise; in production they would leave no trace in the log. Tracebacks name
+# the code and the exception's message, not the environment or local variables (the app's
+# errors never carry a key).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"}},
+    "formatters": {
+        "plain": {"format": "{asctime} {levelname} {name}: {message}", "style": "{"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "mail_admins": {
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+            "class": "django.utils.log.AdminEmailHandler",
+        },
+    },
     "loggers": {
+        # Server errors (500s with their traceback) and refused requests (django.security);
+        # DJANGO_LOG_LEVEL=WARNING adds every 4xx.
+        "django": {
+            "handlers": ["console", "mail_admins"],
+            "level": env.str("DJANGO_LOG_LEVEL", default="INFO" if DEBUG else "ERROR"),
+        },
         "llm_providers": {
             "handlers": ["console"],
             "level": env.str("LLM_LOG_LEVEL", default="INFO"),

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -46,6 +48,9 @@ def llm_error_response(exc: LLMError) -> Response:
 def exception_handler(exc, context):
     if isinstance(exc, LLMError):
         return llm_error_response(exc)
+    if isinstance(exc, RequestDataTooBig):
+        # Django would answer its HTML 400 page (it is a SuspiciousOperation).
+        return Response(error_body("invalid_request", body_too_big_message()), status=400)
     # Django's own (get_object_or_404, …), as DRF's handler converts them, so they get a code.
     if isinstance(exc, Http404):
         exc = drf.NotFound(*exc.args)
@@ -62,6 +67,13 @@ def exception_handler(exc, context):
         detail = getattr(exc, "detail", None) or str(exc)
         response.data = error_body(code, str(detail))
     return response
+
+
+def body_too_big_message() -> str:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None:  # no limit set: something else found the body too large
+        return "The request body is too large."
+    return f"The request body is larger than {limit} bytes."
 
 
 def _first_message(fields: dict) -> str:

@@ -110,6 +110,9 @@ def upstreams_succeed(use_keys, http, monkeypatch):
 
         return reply
 
+    # The key manager's ?validate=1 tests a key with each provider's free endpoint.
+    http.add("GET", wire.OPENROUTER_KEY_URL, json={"data": {"label": "fuzz"}})
+    http.add("GET", re.compile(re.escape(f"{GEMINI_URL}/models") + r"(\?.*)?$"), json={})
     http.add_callback(
         "POST",
         wire.OPENROUTER_CHAT,
@@ -295,7 +298,7 @@ def test_response_format_json_schema_not_an_object_is_a_400(
     [("post", "/api/llm/generate/"), ("post", CHAT), ("post", "/api/llm/keys/")],
 )
 def test_a_body_nested_too_deeply_is_a_400(django_user_model, http, method, url):
-    staff = django_user_model.objects.create_user("deep", is_staff=True)
+    staff = django_user_model.objects.create_user("deep", is_staff=True, is_superuser=True)
     token = Token.objects.create(user=staff).key
     client = Client(HTTP_AUTHORIZATION=f"Token {token}", raise_request_exception=False)
     body = '{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}"
