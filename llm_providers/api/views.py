@@ -276,9 +276,9 @@ def _validate_param(request) -> bool:
         raise ValidationError({"validate": ["Use validate=1 or validate=0."]}) from None
 
 
-def check_key(key: APIKey, secret: str | None = None) -> None:
-    """Test ``key`` (or ``secret``, the one about to replace it) with its provider's
-    ``test_connection()`` and note the result on ``key`` (``status_note``, ``checked_at``; not
+def check_key(key: APIKey) -> None:
+    """Test the secret ``key`` holds (saved or not yet) with its provider's
+    ``test_connection()``, and note the result on ``key`` (``status_note``, ``checked_at``; not
     saved).
 
     A key the provider rejects (401/403, or its own way of saying so) is a ``ValidationError``
@@ -286,15 +286,13 @@ def check_key(key: APIKey, secret: str | None = None) -> None:
     source names the key by its mask. Any other failure (network, timeout, 5xx) rises as it is:
     the envelope's 502/504, and nothing is known about the key.
     """
-    source = f"the key being saved ({key.mask})"
-    if secret is None:
-        resolved = stored_key(key)
-        secret, source = resolved.secret, resolved.source
-    provider = registry.provider_class(key.provider)(secret, key_source=source)
+    resolved = stored_key(key)
+    source = resolved.source if key.pk else f"the request ({key.mask})"
+    provider = registry.provider_class(key.provider)(resolved.secret, key_source=source)
     try:
         _note_check(key, provider.test_connection())
     except ProviderAuthError as exc:
-        raise ValidationError({"key": [f"{provider.label} rejected the key: {exc}"]}) from None
+        raise ValidationError({"key": [str(exc)]}) from None
 
 
 def _note_check(key: APIKey, note: str) -> None:
@@ -332,7 +330,7 @@ class KeyListView(AppAPIView):
         )
         key.set_secret(params.validated_data["key"])
         if validate:
-            check_key(key, params.validated_data["key"])
+            check_key(key)
         key.save()
         return Response(s.APIKeySerializer(key).data, status=status.HTTP_201_CREATED)
 
@@ -358,27 +356,27 @@ class KeyDetailView(AppAPIView):
         params = s.APIKeyUpdateSerializer(data=request.data, context={"provider": key.provider})
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        if validate:
-            self._check(key, data.get("key"))
         if "key" in data:
             key.set_secret(data["key"])
         if "label" in data:
             key.label = data["label"]
         if "active" in data:
             key.active = data["active"]
+        if validate:
+            self._check(key, replaced="key" in data)
         key.save()
         return Response(s.APIKeySerializer(key).data)
 
     @staticmethod
-    def _check(key: APIKey, new_secret: str | None) -> None:
-        """Test the key the row will hold. A stored key that the provider now rejects keeps the
-        verdict (its health, SPEC §6) but none of the requested changes."""
-        if new_secret is not None:
-            check_key(key, new_secret)
-            return
+    def _check(key: APIKey, *, replaced: bool) -> None:
+        """Test the secret the row is about to hold. A stored secret that the provider now
+        rejects keeps the verdict (the key's health, SPEC §6) but none of the changes asked
+        for; a rejected replacement leaves the row as it was."""
         try:
             check_key(key)
         except ValidationError as exc:
+            if replaced:
+                raise
             _note_check(key, str(exc.detail["key"][0]))
             APIKey.objects.filter(pk=key.pk).update(
                 status_note=key.status_note, checked_at=key.checked_at

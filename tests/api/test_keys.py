@@ -1,11 +1,15 @@
 """``keys/`` and ``keys/<id>/`` (staff): the key manager. Masks only, never a key."""
 
+import re
+
 import pytest
+import requests
 
 from llm_providers.keys import resolve_key
 from llm_providers.models import APIKey
 from tests.api.support import API, assert_error
-from tests.conftest import FAKE_KEYS
+from tests.conftest import FAKE_KEYS, OPENROUTER_URL
+from tests.providers import wire
 
 pytestmark = pytest.mark.django_db
 
@@ -269,3 +273,147 @@ def test_unknown_id_is_404(staff_api, method):
     error = assert_error(response, 404, "not_found")
     assert error["message"] == "No APIKey matches the given query."
     assert APIKey.objects.count() == 1
+
+
+# --- ?validate=1: the provider tests the key before it is stored (SPEC §6) ------------------------
+
+OPENROUTER_KEY_URL = f"{OPENROUTER_URL}/key"
+
+
+def test_post_validate_stores_an_accepted_key_with_the_verdict(staff_api, http):
+    http.get(OPENROUTER_KEY_URL, json={"data": {"label": "sk-or-v1-bra...newk"}})
+
+    response = staff_api.post(
+        KEYS + "?validate=1", {"provider": "openrouter", "key": NEW_OPENROUTER}, format="json"
+    )
+
+    assert response.status_code == 201, response.content
+    assert http.calls[0].request.headers["Authorization"] == f"Bearer {NEW_OPENROUTER}"
+    key = APIKey.objects.get()
+    assert (key.active, key.secret()) == (True, NEW_OPENROUTER)
+    assert key.status_note.startswith("OpenRouter accepted the key")
+    assert key.checked_at is not None
+    assert_no_plaintext(response, NEW_OPENROUTER)
+
+
+@pytest.mark.parametrize(
+    ("provider", "secret", "url", "status", "body", "reason"),
+    [
+        pytest.param(
+            "openrouter",
+            NEW_OPENROUTER,
+            OPENROUTER_KEY_URL,
+            401,
+            # An upstream that echoes the key must not get it into the answer.
+            wire.or_error(401, f"User not found for {NEW_OPENROUTER}"),
+            "User not found",
+            id="openrouter-401",
+        ),
+        pytest.param(
+            "gemini",
+            NEW_GEMINI,
+            re.compile(re.escape(wire.GEMINI_MODELS) + r"(\?.*)?$"),
+            400,  # Google answers a bad key with 400 API_KEY_INVALID
+            wire.gemini_invalid_key(),
+            "API key not valid",
+            id="gemini-400-api-key-invalid",
+        ),
+    ],
+)
+def test_post_validate_refuses_a_rejected_key_and_stores_nothing(
+    staff_api, http, provider, secret, url, status, body, reason
+):
+    current = stored(provider, FAKE_KEYS[provider], "current")
+    http.add("GET", url, body=body, status=status, content_type="application/json")
+
+    response = staff_api.post(
+        KEYS + "?validate=1", {"provider": provider, "key": secret}, format="json"
+    )
+
+    error = assert_error(response, 400, "invalid_request")
+    assert list(error["fields"]) == ["key"]
+    assert "rejected the key" in error["message"] and reason in error["message"]
+    assert_no_plaintext(response, secret)
+    assert list(APIKey.objects.values_list("pk", "active")) == [(current.pk, True)]
+    assert resolve_key(provider).secret == FAKE_KEYS[provider]
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (requests.ConnectionError("connection refused"), 502, "provider_error"),
+        (requests.ReadTimeout("read timed out"), 504, "upstream_timeout"),
+    ],
+    ids=["network-error", "timeout"],
+)
+def test_post_validate_that_cannot_reach_the_provider_stores_nothing(
+    staff_api, http, failure, status, code
+):
+    http.get(OPENROUTER_KEY_URL, body=failure)
+
+    response = staff_api.post(
+        KEYS + "?validate=1", {"provider": "openrouter", "key": NEW_OPENROUTER}, format="json"
+    )
+
+    assert_error(response, status, code)
+    assert_no_plaintext(response, NEW_OPENROUTER)
+    assert not APIKey.objects.exists()
+
+
+def test_without_validate_no_upstream_request_is_made(staff_api, http):
+    for query in ("", "?validate=0"):
+        response = staff_api.post(
+            KEYS + query, {"provider": "openrouter", "key": NEW_OPENROUTER}, format="json"
+        )
+        assert response.status_code == 201
+    assert len(http.calls) == 0
+
+
+def test_a_malformed_validate_is_400(staff_api, http):
+    response = staff_api.post(
+        KEYS + "?validate=maybe", {"provider": "openrouter", "key": NEW_OPENROUTER}, format="json"
+    )
+    assert list(assert_error(response, 400, "invalid_request")["fields"]) == ["validate"]
+    assert not APIKey.objects.exists() and len(http.calls) == 0
+
+
+def test_patch_validate_refuses_a_rejected_replacement_and_keeps_the_old_key(staff_api, http):
+    key = stored("openrouter", FAKE_KEYS["openrouter"], "prod")
+    http.get(OPENROUTER_KEY_URL, body=wire.or_error(401, "User not found."), status=401)
+
+    response = staff_api.patch(
+        detail(key.pk) + "?validate=1", {"key": NEW_OPENROUTER, "label": "new"}, format="json"
+    )
+
+    assert "User not found" in assert_error(response, 400, "invalid_request")["message"]
+    assert http.calls[0].request.headers["Authorization"] == f"Bearer {NEW_OPENROUTER}"
+    key.refresh_from_db()
+    assert (key.label, key.secret(), key.status_note) == ("prod", FAKE_KEYS["openrouter"], "")
+
+
+def test_patch_validate_does_not_activate_a_stored_key_the_provider_rejects(staff_api, http):
+    spare = stored("openrouter", "sk-or-v1-spare0openrouter0key0000000000spr1", "spare")
+    current = stored("openrouter", FAKE_KEYS["openrouter"], "current")
+    http.get(OPENROUTER_KEY_URL, body=wire.or_error(401, "User not found."), status=401)
+
+    response = staff_api.patch(detail(spare.pk) + "?validate=1", {"active": True}, format="json")
+
+    assert_error(response, 400, "invalid_request")
+    spare.refresh_from_db()
+    assert not spare.active
+    assert "rejected the key" in spare.status_note and spare.checked_at is not None
+    assert resolve_key("openrouter").key_id == current.pk
+
+
+def test_patch_validate_activates_a_stored_key_the_provider_accepts(staff_api, http):
+    spare = stored("openrouter", "sk-or-v1-spare0openrouter0key0000000000spr1", "spare")
+    stored("openrouter", FAKE_KEYS["openrouter"], "current")
+    http.get(OPENROUTER_KEY_URL, json={"data": {}})
+
+    response = staff_api.patch(detail(spare.pk) + "?validate=1", {"active": True}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["active"] is True
+    spare.refresh_from_db()
+    assert spare.status_note.startswith("OpenRouter accepted") and spare.checked_at
+    assert resolve_key("openrouter").key_id == spare.pk
