@@ -1,6 +1,7 @@
 """Budget alerts (SPEC §7): a signal and emails when a user's spend crosses a fraction of their
 cost limit, once per threshold, user and period, also under concurrency; never failing a call."""
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -13,7 +14,7 @@ from llm_providers.accounting.budgets import summary_row
 from llm_providers.accounting.ledger import add_to_summary, record_call
 from llm_providers.exceptions import BudgetExceeded
 from llm_providers.main_text_generation import llm_generate
-from llm_providers.models import BudgetAlert, UsageBudget, billing_period
+from llm_providers.models import BudgetAlert, UsageBudget, UsageSummary, billing_period
 from llm_providers.signals import budget_threshold_reached
 from tests.accounting.support import gemini_success, openrouter_success
 from tests.conftest import GEMINI_URL
@@ -170,10 +171,18 @@ def test_racing_checks_send_each_alert_exactly_once(writer, received, mailoutbox
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_calls_crossing_a_threshold_alert_once(use_keys, http, writer, received):
     use_keys("gemini")
-    # $0.000009 a call, a reservation of $0.0000151: about eleven fit in $0.0001, and the 80%
-    # mark is crossed by one of them while others are recorded at the same time.
+    # $0.000009 a call, a reservation of $0.0000151: nine calls fit in $0.0001 and cross the
+    # 80% mark, while other calls are recorded at the same time. Calls refused while others
+    # hold reservations are tried again.
     UsageBudget.objects.create(user=writer, monthly_cost_limit=Decimal("0.0001"))
     http.post(GEMINI_GENERATE, json=gemini_ok())
-    _concurrently(16, lambda i: llm_generate("x", user_id=writer.pk, max_tokens=4))
+
+    def calls(i):
+        for _ in range(8):
+            with contextlib.suppress(BudgetExceeded):
+                llm_generate("x", user_id=writer.pk, max_tokens=4)
+
+    _concurrently(8, calls)
+    assert UsageSummary.objects.get(user=writer).total_cost >= Decimal("0.00008")
     assert [r[0] for r in received] == [Decimal("0.8")]
     assert BudgetAlert.objects.get(user=writer).threshold == Decimal("0.8")
