@@ -49,9 +49,10 @@ def month_bounds(today: date | None = None) -> tuple[date, date]:
     return first, next_first - timedelta(days=1)
 
 
-#: The longest range a report covers: years of ledger rows in one query is a mistake, and an
-#: end near ``date.max`` would overflow the day after it.
-MAX_RANGE = timedelta(days=366 * 10)
+#: The longest range a report covers, in years: more ledger rows in one query is a mistake
+#: (and an end near ``date.max`` would overflow the day after it).
+MAX_YEARS = 10
+_MAX_DAYS = MAX_YEARS * 365 + MAX_YEARS // 4 + 1  # with their leap days, at most
 
 
 class BadRange(ValueError):
@@ -63,13 +64,12 @@ class BadRange(ValueError):
 
 
 def check_range(start: date, end: date) -> None:
-    """Raise ``BadRange`` unless ``start`` ≤ ``end`` and the range spans at most ``MAX_RANGE``
-    (and ends before ``date.max``, whose next day does not exist)."""
+    """Raise ``BadRange`` unless ``start`` ≤ ``end``, the range spans at most ``MAX_YEARS``
+    years (of days) and it ends before ``date.max``, whose next day does not exist."""
     if end < start:
         raise BadRange("end", "The end is before the start.")
-    if end - start >= MAX_RANGE:
-        years = MAX_RANGE.days // 366
-        raise BadRange("end", f"A report covers at most {years} years.")
+    if (end - start).days >= _MAX_DAYS:
+        raise BadRange("end", f"A report covers at most {MAX_YEARS} years.")
     if end >= date.max:
         raise BadRange("end", f"The end must be before {date.max.isoformat()}.")
 

@@ -250,6 +250,17 @@ def test_csv_by_model_and_empty_csv(staff_api, march):
         ({"start": "2025-03-02", "end": "2025-03-01"}, {"end": ["The end is before the start."]}),
         ({"group_by": "week"}, {"group_by": ["Choose one of user, provider, model, day."]}),
         ({"group_by": "USER"}, {"group_by": ["Choose one of user, provider, model, day."]}),
+        # Ranges no report covers: the last day (whose next day overflows) was a 500.
+        ({"end": "9999-12-31"}, {"end": ["A report covers at most 10 years."]}),
+        ({"start": "0001-01-01"}, {"end": ["A report covers at most 10 years."]}),
+        (
+            {"start": "9999-12-01", "end": "9999-12-31"},
+            {"end": ["The end must be before 9999-12-31."]},
+        ),
+        (
+            {"start": "2016-01-01", "end": "2026-01-01"},
+            {"end": ["A report covers at most 10 years."]},
+        ),
     ],
 )
 @pytest.mark.parametrize("fmt", [None, "csv"])
@@ -258,6 +269,11 @@ def test_bad_parameters_are_400_with_the_json_error_body(staff_api, params, fiel
         params = {**params, "format": fmt}
     error = assert_error(staff_api.get(REPORT, params), 400, "invalid_request")
     assert error["fields"] == fields
+
+
+def test_ten_years_to_the_day_and_the_day_before_the_last_are_reported(staff_api):
+    assert staff_api.get(REPORT, {"start": "2016-01-01", "end": "2025-12-31"}).status_code == 200
+    assert staff_api.get(REPORT, {"start": "9999-12-01", "end": "9999-12-30"}).status_code == 200
 
 
 @pytest.mark.parametrize("fmt", [None, "csv"])
