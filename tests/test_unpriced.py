@@ -21,6 +21,7 @@ from llm_providers.models import (
     billing_period,
 )
 from llm_providers.results import Attempt, Usage
+from tests.api.support import assert_error, token_client
 from tests.conftest import GEMINI_URL, HF_URL, OPENROUTER_URL
 from tests.test_router import gemini_ok, openai_ok
 
@@ -284,3 +285,24 @@ def test_the_listing_request_has_the_configured_timeout(use_keys, http, limited,
     )
     http.post(OPENROUTER_CHAT, json=openai_ok("hi", NEW_MODEL, cost=0.00003))
     llm_generate("a", user_id=limited, provider="openrouter", model=NEW_MODEL)
+
+
+def test_the_apis_402_carries_why(use_keys, http, limited):
+    use_keys("huggingface")
+    budgets.reserve(limited.pk, Decimal("0.25"))  # a call in flight
+    response = token_client(limited).post(
+        "/api/llm/generate/",
+        {"prompt": "hi", "provider": "huggingface", "model": "acme/secret-model"},
+        format="json",
+    )
+    error = assert_error(response, 402, "budget_exceeded")
+    assert {k: error[k] for k in ("limit", "limit_value", "used", "reserved", "needed")} == {
+        "limit": "cost",
+        "limit_value": "1",
+        "used": "0",
+        "reserved": "0.25",
+        "needed": None,
+    }
+    assert error["resets_at"] == budgets.resets_at(billing_period())
+    assert "huggingface/acme/secret-model" in error["message"]
+    assert len(http.calls) == 0
