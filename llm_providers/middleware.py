@@ -29,6 +29,7 @@ _CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    500: "server_error",
 }
 
 
