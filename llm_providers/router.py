@@ -183,9 +183,15 @@ class Tracker:
     the next attempt in the same transaction that settles it, and the settled rows."""
 
     def __init__(
-        self, request_id: str, uid: int | None, estimate: Decimal, reservation: Reservation | None
+        self,
+        request_id: str,
+        uid: int | None,
+        estimate: Decimal,
+        reservation: Reservation | None,
+        cost_limit: Decimal | None = None,
     ):
         self.request_id = request_id
+        self.cost_limit = cost_limit  # the user's, for the budget alerts
         self.uid = uid
         self.estimate = estimate
         self.reservation = reservation
@@ -218,7 +224,11 @@ class Tracker:
             nxt = {"provider": then.name, "model": then.model, "is_fallback": then.is_fallback}
         try:
             final, self.row = ledger.finish_attempt(
-                row, attempt, reservation=self.reservation, next_attempt=nxt
+                row,
+                attempt,
+                reservation=self.reservation,
+                next_attempt=nxt,
+                cost_limit=self.cost_limit,
             )
         except Exception:
             # The row stays in flight with the reservation: the sweep settles both. Later
@@ -316,7 +326,7 @@ def _prepare(
     limits = budgets.limits_for(uid, user_id)
     estimate = _chain_estimate(request, steps, uid, limits)
     reservation = budgets.reserve(uid, estimate, user=user_id, limits=limits)
-    tracker = Tracker(uuid.uuid4().hex, uid, estimate, reservation)
+    tracker = Tracker(uuid.uuid4().hex, uid, estimate, reservation, limits.cost)
     return request, steps, tracker, deadline
 
 

@@ -41,24 +41,29 @@ def thresholds() -> list[Decimal]:
     return sorted(found)
 
 
-def check_safely(user_id: int | None, period: str) -> list[BudgetAlert]:
+def check_safely(
+    user_id: int | None, period: str, *, cost_limit: Decimal | None = None
+) -> list[BudgetAlert]:
     """``check``, logging instead of raising: the call it follows is already recorded."""
     try:
-        return check(user_id, period)
+        return check(user_id, period, cost_limit=cost_limit)
     except Exception:
         logger.exception("Could not check the budget alerts of user %s in %s.", user_id, period)
         return []
 
 
-def check(user_id: int | None, period: str) -> list[BudgetAlert]:
+def check(
+    user_id: int | None, period: str, *, cost_limit: Decimal | None = None
+) -> list[BudgetAlert]:
     """Send the alerts of the thresholds the user's spend in ``period`` has crossed and that
-    were not sent yet; return the alerts this call sent."""
+    were not sent yet; return the alerts this call sent. ``cost_limit``: the user's limit when
+    the caller knows it (saves reading it)."""
     if user_id is None:
         return []
     fractions = thresholds()
     if not fractions:
         return []
-    limit = budgets.limits_for(user_id).cost
+    limit = cost_limit if cost_limit is not None else budgets.limits_for(user_id).cost
     if limit is None or limit <= 0:
         return []
     spent = (

@@ -250,6 +250,7 @@ def finish_attempt(
     *,
     reservation: Reservation | None,
     next_attempt: NextAttempt | None = None,
+    cost_limit: Decimal | None = None,
 ) -> tuple[LedgerEntry, LedgerEntry | None]:
     """Settle ``entry`` (from ``begin_attempt``, or the in-flight row returned by an earlier
     ``finish_attempt``) with the attempt's outcome, in one transaction:
@@ -260,6 +261,9 @@ def finish_attempt(
       ``UPDATE`` when it is of the row's period);
     - ``next_attempt`` (``{"provider", "model", "is_fallback"}``): a new ``in_flight`` row of the
       same request is inserted and takes the reservation over (it is not released).
+
+    ``cost_limit``: the user's monthly cost limit, when they have one: the budget alerts
+    (``alerts``) are checked against it once the row is settled; without it, none are.
 
     Returns (final row, new in-flight row or None). When the sweep interrupted the row
     meanwhile (the call outlived ``LLM_REQUEST_DEADLINE`` + ``LLM_SWEEP_GRACE``), its charge is
@@ -295,8 +299,8 @@ def finish_attempt(
                 estimate=entry.estimate,
                 reservation=None if swept else held,
             )
-    if final.cost:
-        alerts.check_safely(entry.user_id, entry.period)
+    if cost_limit is not None and final.cost:
+        alerts.check_safely(entry.user_id, entry.period, cost_limit=cost_limit)
     return final, following
 
 

@@ -404,9 +404,17 @@ def test_spent_call_budget_is_402_before_any_upstream_call(api, user, use_keys, 
 
     error = assert_error(generate(api, prompt="hi"), 402, "budget_exceeded")
 
-    assert (
-        error["message"] == f"Monthly call limit reached: 0 of 0 calls used in {billing_period()}."
+    assert error["message"].startswith(
+        f"Monthly call limit reached: 0 of 0 calls used in {billing_period()}"
     )
+    # Why it was blocked (SPEC §7), beside code and message.
+    assert (error["limit"], error["limit_value"], error["used"], error["reserved"]) == (
+        "calls",
+        0,
+        0,
+        0,
+    )
+    assert error["needed"] == 1 and error["resets_at"].endswith("T00:00:00Z")
     assert len(http.calls) == 0
     assert LedgerEntry.objects.count() == 0
 
