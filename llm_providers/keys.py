@@ -26,6 +26,7 @@ from .conf import DEFAULTS, llm_settings
 from .exceptions import InsufficientCredits, LLMError, ProviderAuthError
 from .models import APIKey, mask_secret
 from .registry import provider_class, provider_classes
+from .scrubbing import without_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -266,27 +267,6 @@ def _note(prefix: str, detail: str) -> str:
 
 # A piece of a key this long is masked wherever a message may carry it: an upstream may echo the
 # key cut short or masked its own way (``sk-or-v1-abc…wxyz``), which the exact key misses.
-KEY_FRAGMENT_LENGTH = 8
-
-
 def without_key(text: str, secret: str) -> str:
-    """``text`` with every run of characters that is part of ``secret`` (at least
-    ``KEY_FRAGMENT_LENGTH`` long) replaced by ``[key]``."""
-    n = KEY_FRAGMENT_LENGTH
-    if len(secret) < n or not text:
-        return text
-    pieces = {secret[i : i + n] for i in range(len(secret) - n + 1)}
-    hidden = [False] * len(text)
-    for i in range(len(text) - n + 1):
-        if text[i : i + n] in pieces:
-            hidden[i : i + n] = [True] * n
-    out, i = [], 0
-    while i < len(text):
-        if hidden[i]:
-            while i < len(text) and hidden[i]:
-                i += 1
-            out.append("[key]")
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
+    """``text`` with every piece of ``secret`` of 8 characters or more replaced by ``[key]``."""
+    return without_secrets(text, [secret])

@@ -39,7 +39,7 @@ from .exceptions import (
     ProviderUnavailable,
     StreamInterrupted,
 )
-from .keys import mark_used, resolve_keys
+from .keys import mark_used, record_key_outcome, resolve_keys
 from .providers.base import ProviderStream
 from .results import Attempt, ChatRequest, Completion, Generation, Message, TextDelta, Usage
 from .structured import check_schema
@@ -286,12 +286,15 @@ def _all_failed(attempts: Sequence[Attempt], chain: Chain) -> AllProvidersFailed
 
 
 def _health(step: Step, error: LLMError | None) -> None:
-    """Tell the step's circuit how the call went: provider failures count, caller errors
-    (content refused, a window too small) say nothing about the provider's health."""
+    """Tell the step's circuit and key how the call went: provider failures count, caller
+    errors (content refused, a window too small) say nothing about the provider's health."""
     if error is None:
         circuits.record_success(step.name)
     elif isinstance(error, ProviderFailure):
         circuits.record_failure(step.name)
+    # A stored key its provider rejects on LLM_CIRCUIT_FAILURES calls in a row is
+    # deactivated (SPEC §6); costs one cache read on a success.
+    record_key_outcome(step.key, error)
 
 
 # --- Preparing a request ---------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Key health (SPEC §6): a key tested with its provider before the admin saves it, and a key its
 provider keeps rejecting deactivated, with the reason on the key and in the log."""
 
-import inspect
 import logging
 
 import pytest
@@ -270,26 +269,11 @@ def test_a_success_costs_one_cache_read_and_no_write(monkeypatch):
 # --- through a real call ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def router_reports_keys(monkeypatch):
-    """Until the router calls ``record_key_outcome`` itself, after each attempt's circuit
-    bookkeeping (``router._health``)."""
-    if "record_key_outcome" in inspect.getsource(router):
-        return
-    health = router._health
-
-    def _health(step, error):
-        health(step, error)
-        keys.record_key_outcome(step.key, error)
-
-    monkeypatch.setattr(router, "_health", _health)
-
-
 def call():
     return router.generate([Message("user", "hi")], provider="openrouter", fallback=False)
 
 
-def test_a_key_rejected_on_three_calls_is_deactivated_and_no_longer_used(http, router_reports_keys):
+def test_a_key_rejected_on_three_calls_is_deactivated_and_no_longer_used(http):
     key = store()
     http.post(CHAT, json={"error": {"code": 401, "message": "User not found."}}, status=401)
     key_check_refuses(http)
@@ -306,7 +290,7 @@ def test_a_key_rejected_on_three_calls_is_deactivated_and_no_longer_used(http, r
     assert [c.request.url for c in http.calls] == [CHAT, CHAT, CHAT, KEY_CHECK]
 
 
-def test_402s_through_a_real_call_leave_the_key_active(http, router_reports_keys):
+def test_402s_through_a_real_call_leave_the_key_active(http):
     key = store()
     http.post(CHAT, json={"error": {"code": 402, "message": "Insufficient credits"}}, status=402)
 
