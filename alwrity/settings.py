@@ -145,20 +145,23 @@ DJANGO_SUPERUSER_EMAIL = env.str("DJANGO_SUPERUSER_EMAIL", default="")
 # Everything to stderr, where the process manager collects it. Django's default sends server
 # errors (django.request, with their traceback) to the console only with DEBUG on, and to
 # ADMINS' mail otherwise; in production they would leave no trace in the log. Tracebacks name
-# the code and the exception's message, not the environment or local variables (the app's
-# errors never carry a key).
+# the code and the exception's message, not the environment or local variables; and every
+# handler masks any piece of a key in use that a message or traceback would carry (SPEC §6).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"}},
+    "filters": {
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+        "secrets": {"()": "llm_providers.log.SecretsFilter"},
+    },
     "formatters": {
         "plain": {"format": "{asctime} {levelname} {name}: {message}", "style": "{"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secrets"]},
         "mail_admins": {
             "level": "ERROR",
-            "filters": ["require_debug_false"],
+            "filters": ["require_debug_false", "secrets"],
             "class": "django.utils.log.AdminEmailHandler",
         },
     },

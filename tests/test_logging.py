@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.api.support import ROOT
 
 KEY = "sk-or-v1-env0openrouter0key0in0the0environment0000envk"
@@ -27,6 +29,23 @@ views.HealthView.get = broken
 response = Client(raise_request_exception=False).get("/api/llm/health/", HTTP_HOST="localhost")
 print(response.status_code, response.content.decode())
 """
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory) -> str:
+    """A migrated SQLite database of the module's processes (the log filter reads the keys in
+    use from it), never the project's own."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('logging') / 'db.sqlite3'}"
+    env = {**os.environ, "ALWRITY_ENV_FILE": "", "DATABASE_URL": url}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
+    return url
+
+
+@pytest.fixture(autouse=True)
+def project_database(database, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database)
 
 
 def run_project(code: str, **environ: str) -> subprocess.CompletedProcess:
@@ -67,6 +86,17 @@ def test_the_log_of_a_server_error_holds_no_key_from_the_environment():
     for secret in (KEY, KEY[::-1]):
         assert secret not in done.stderr and secret[8:-4] not in done.stderr
         assert secret not in done.stdout
+
+
+def test_a_key_in_the_message_of_a_server_error_is_masked_in_the_log():
+    code = FAILING_REQUEST.replace(
+        'raise RuntimeError("the database driver fell over")',
+        f'raise RuntimeError("the driver was handed {KEY[:-1]}")',
+    )
+    done = run_project(code, OPENROUTER_API_KEY=KEY)
+
+    assert "RuntimeError: the driver was handed" in done.stderr
+    assert KEY[:-1] not in done.stderr and KEY[8:-4] not in done.stderr
 
 
 def test_a_provider_failure_that_echoes_the_key_is_logged_without_it():
