@@ -167,10 +167,10 @@ LOGGING = {
     },
     "loggers": {
         # Server errors (500s with their traceback) and refused requests (django.security);
-        # DJANGO_LOG_LEVEL=WARNING adds every 4xx.
+        # with DEBUG on, every 4xx too, as Django's default does.
         "django": {
             "handlers": ["console", "mail_admins"],
-            "level": env.str("DJANGO_LOG_LEVEL", default="INFO" if DEBUG else "ERROR"),
+            "level": "INFO" if DEBUG else "ERROR",
         },
         "llm_providers": {
             "handlers": ["console"],
