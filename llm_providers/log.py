@@ -70,8 +70,11 @@ class SecretsFilter(logging.Filter):
         self._busy.reading = True
         try:
             secrets = frozenset(self.secrets())
-        except Exception:  # logging must never fail
-            return self._scrubber
+        except Exception:  # logging must never fail: at least the configured keys
+            try:
+                secrets = self._secrets | frozenset(configured_secrets())
+            except Exception:
+                return self._scrubber
         finally:
             self._busy.reading = False
         if secrets != self._secrets:
@@ -79,3 +82,11 @@ class SecretsFilter(logging.Filter):
             with self._lock:
                 self._secrets, self._scrubber = secrets, scrubber
         return self._scrubber
+
+
+def configured_secrets() -> list[str]:
+    """The built-in providers' keys from Django settings or the environment: what can be
+    masked when the database (the stored keys) cannot be read."""
+    from .registry import BUILTIN_PROVIDERS  # not at import: LOGGING is read early
+
+    return [key for cls in BUILTIN_PROVIDERS if (key := cls.configured_key())]

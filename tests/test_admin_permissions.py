@@ -118,10 +118,6 @@ def test_view_only_staff_see_keys_and_the_report_but_change_nothing(
     assert APIKey.objects.count() == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="admin/keys.py: the activate/deactivate actions need permissions=['change']",
-)
 def test_view_only_staff_cannot_activate_a_key_by_an_action(login_staff, current_key, spare_key):
     client = login_staff(VIEW)
     activate_by_action(client, spare_key)

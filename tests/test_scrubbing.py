@@ -228,3 +228,10 @@ def test_the_filter_never_fails_nor_drops_a_record():
     # No database here: the keys cannot be read, and the record passes as it is.
     record = logging.LogRecord("llm_providers", logging.INFO, __file__, 1, "%s %s", ("one",), None)
     assert SecretsFilter().filter(record) is True
+
+
+def test_without_the_database_the_configured_keys_are_still_masked(settings, log_output):
+    # No database access in this test: the stored keys cannot be read, the settings' can.
+    settings.OPENROUTER_API_KEY = OR_KEY
+    logging.getLogger("llm_providers.router").warning("echo %s", OR_KEY[4:20])
+    assert log_output.getvalue().splitlines()[-1] == "echo [key]"

@@ -79,7 +79,7 @@ class APIKeyAdmin(admin.ModelAdmin):
     def mask(self, obj: APIKey) -> str:
         return obj.mask
 
-    @admin.action(description="Test connection")
+    @admin.action(permissions=["change"], description="Test connection")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
         for key in queryset:
             try:
@@ -105,7 +105,9 @@ class APIKeyAdmin(admin.ModelAdmin):
         note = message[: APIKey._meta.get_field("status_note").max_length]
         APIKey.objects.filter(pk=key.pk).update(status_note=note, checked_at=timezone.now())
 
-    @admin.action(description="Activate (deactivates the provider's other keys)")
+    @admin.action(
+        permissions=["change"], description="Activate (deactivates the provider's other keys)"
+    )
     def activate(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
         by_provider: dict[str, list[APIKey]] = defaultdict(list)
         for key in queryset:
@@ -126,7 +128,7 @@ class APIKeyAdmin(admin.ModelAdmin):
                 self.log_change(request, key, "Activated.")
             self.message_user(request, f"{key} is the active key.", messages.SUCCESS)
 
-    @admin.action(description="Deactivate")
+    @admin.action(permissions=["change"], description="Deactivate")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
         keys = list(queryset.filter(active=True))
         for key in keys:

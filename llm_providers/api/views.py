@@ -20,6 +20,7 @@ from .. import circuits, registry
 from ..accounting import budgets, reports
 from ..accounting.money import ZERO, money_str
 from ..exceptions import ProviderAuthError
+from ..keys import check_key as provider_accepts
 from ..keys import resolve_keys, stored_key
 from ..main_text_generation import llm_generate, llm_stream
 from ..models import PROVIDER_NAMES, APIKey, CallStatus, LedgerEntry, UsageSummary, billing_period
@@ -288,9 +289,8 @@ def check_key(key: APIKey) -> None:
     """
     resolved = stored_key(key)
     source = resolved.source if key.pk else f"the request ({key.mask})"
-    provider = registry.provider_class(key.provider)(resolved.secret, key_source=source)
     try:
-        _note_check(key, provider.test_connection())
+        _note_check(key, provider_accepts(key.provider, resolved.secret, source=source))
     except ProviderAuthError as exc:
         raise ValidationError({"key": [str(exc)]}) from None
 

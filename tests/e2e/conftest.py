@@ -191,6 +191,13 @@ for role, name in {USERS!r}.items():
     user, _ = get_user_model().objects.get_or_create(
         username=name, defaults={{"is_staff": role == "staff"}}
     )
+    if role == "staff":  # staff endpoints follow the admin's model permissions (SPEC §8)
+        from django.contrib.auth.models import Permission
+        user.user_permissions.set(Permission.objects.filter(
+            content_type__app_label="llm_providers",
+            codename__in=["view_apikey", "add_apikey", "change_apikey", "delete_apikey",
+                          "view_ledgerentry"],
+        ))
     tokens[role] = Token.objects.get_or_create(user=user)[0].key
 print("E2E_TOKENS=" + json.dumps(tokens))
 """
