@@ -22,9 +22,9 @@ HF_URL = "https://hf.test/v1"
 
 # Keys shaped like the real ones, so masks and prefixes behave as in production.
 FAKE_KEYS = {
-    "gemini": "AIzaSyFAKE-gemini-key-000000000000abcd",
-    "openrouter": "sk-or-v1-fake0openrouter0key000000000wxyz",
-    "huggingface": "hf_FAKEhuggingfacetoken0000000000hfkk",
+    "gemini": "AIzaSyFAKE-g3m1n1-k3y-000000000000abcd",
+    "openrouter": "sk-or-v1-fake00p3nr0ut3r0k3y000000000wxyz",
+    "huggingface": "hf_FAKEhu9g1ngf4c3t0k3n0000000000hfkk",
 }
 KEY_SETTINGS = {cls.name: cls.key_setting for cls in registry.BUILTIN_PROVIDERS}
 

@@ -20,7 +20,7 @@ from llm_providers.scrubbing import KEY_FRAGMENT_LENGTH, Scrubber, without_secre
 from tests.conftest import FAKE_KEYS, GEMINI_URL, OPENROUTER_URL
 from tests.providers import wire
 
-OR_KEY = FAKE_KEYS["openrouter"]  # sk-or-v1-fake0openrouter0key000000000wxyz
+OR_KEY = FAKE_KEYS["openrouter"]  # sk-or-v1-fake00p3nr0ut3r0k3y000000000wxyz
 GEMINI_KEY = FAKE_KEYS["gemini"]
 OPENROUTER_CHAT = f"{OPENROUTER_URL}/chat/completions"
 GEMINI_GENERATE = f"{GEMINI_URL}/models/gemini-2.5-flash:generateContent"

@@ -217,6 +217,7 @@ def test_usage_calls_and_reports(api, other_api, staff_api, fake):
         "calls_limit": None,
         "cost_remaining": None,
         "calls_remaining": None,
+        "reserved": {"cost": "0", "calls": 0},
     }
     mine = [r for r in api.pages("calls/") if r["created_at"].startswith(period)]
     expected = totals(mine)
