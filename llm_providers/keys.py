@@ -7,6 +7,11 @@ Every call resolves the keys, so each process keeps the answer (decrypted) for a
 ``LLM_KEY_CACHE_SECONDS``, and only while ``cache_version`` is the one it read with them: a key
 saved or deleted through the models takes effect at the next call in every process sharing the
 cache, other changes within that time.
+
+Users' own keys (SPEC §12.2) are never in that copy: it keeps only the platform's keys and the
+ids of the users who have a key of their own. A call for one of those users reads that user's
+keys from the database (one query, so a key deleted stops at once); a call for anyone else
+costs nothing more than a set lookup.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.db import transaction
+from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 
 from . import cache_version
@@ -31,12 +37,20 @@ from .scrubbing import without_secrets
 logger = logging.getLogger(__name__)
 
 
+PLATFORM, USER = "platform", "user"
+
+
 @dataclass(frozen=True)
 class ResolvedKey:
     provider: str
     secret: str = field(repr=False)
     source: str  # for messages: where the key came from, never the key itself
     key_id: int | None = None  # the APIKey row, when it came from the database
+    owner: str = "platform"  # whose key: "platform" or "user" (the caller's own, SPEC §12.2)
+
+    @property
+    def is_users(self) -> bool:
+        return self.owner == USER
 
 
 def _env_key(provider_cls) -> ResolvedKey | None:
@@ -55,27 +69,51 @@ def _env_key(provider_cls) -> ResolvedKey | None:
 
 
 def stored_key(row: APIKey) -> ResolvedKey:
-    """The key stored in ``row``, decrypted, with a source that names the row by its mask."""
+    """The key stored in ``row``, decrypted, with a source that names the row by its mask (a
+    user's own key as theirs, so an error about it tells its owner which key to fix)."""
+    mask = mask_secret(row.secret_prefix, row.last_four)
+    if row.owner_id is not None:
+        return ResolvedKey(
+            provider=row.provider,
+            secret=row.secret(),
+            source=f"your own key (me/keys/ #{row.pk}, {mask})",
+            key_id=row.pk,
+            owner=USER,
+        )
     label = f" {row.label!r}" if row.label else ""
     return ResolvedKey(
         provider=row.provider,
         secret=row.secret(),
-        source=f"the admin key manager (key #{row.pk}{label}, "
-        f"{mask_secret(row.secret_prefix, row.last_four)})",
+        source=f"the admin key manager (key #{row.pk}{label}, {mask})",
         key_id=row.pk,
     )
 
 
-def resolve_keys() -> dict[str, ResolvedKey]:
-    """Every provider's key: {provider name: ResolvedKey}. One read of the cache's version, and
-    one query unless this process's copy is fresh (see the module docstring)."""
-    return dict(_keys.get())
+def resolve_keys(user_id: int | None = None) -> dict[str, ResolvedKey]:
+    """Every provider's key for a call of ``user_id``: {provider name: ResolvedKey}, the user's
+    own active keys over the platform's (SPEC §12.2). One read of the cache's version, one
+    query unless this process's copy is fresh, and one more only for a user who has keys of
+    their own (see the module docstring). None (system calls): the platform's keys only."""
+    platform, owners = _keys.get()
+    keys = dict(platform)
+    if user_id is not None and user_id in owners:
+        keys.update(user_keys(user_id))
+    return keys
+
+
+def user_keys(user_id: int) -> dict[str, ResolvedKey]:
+    """The user's own active keys, {provider name: ResolvedKey}, read now (never kept). Keys of
+    providers no longer in the registry are left out."""
+    known = {cls.name for cls in provider_classes()}
+    rows = APIKey.objects.filter(owner_id=user_id, active=True)
+    return {row.provider: stored_key(row) for row in rows if row.provider in known}
 
 
 def invalidate_keys(**kwargs) -> None:
     """Forget this process's copy of the keys (and when it last marked each one used: a key id
     may name another row after a flush)."""
     _keys.forget()
+    _users_secrets.forget()
     _last_marked.clear()
 
 
@@ -88,24 +126,52 @@ def _setting_changed(*, setting: str, **kwargs) -> None:
 setting_changed.connect(_setting_changed)
 
 
-def _read_keys() -> dict[str, ResolvedKey]:
-    """Every provider's key, resolved with one query."""
-    rows = {row.provider: row for row in APIKey.objects.filter(active=True)}
+def _read_keys() -> tuple[dict[str, ResolvedKey], frozenset[int]]:
+    """The platform's key of every provider, and the ids of the users with active keys of
+    their own, with one query; the users' keys are not read (their secret column is selected
+    for the platform's rows only)."""
+    platform_secret = Case(
+        When(owner__isnull=True, then=F("encrypted_secret")),
+        default=Value(""),
+        output_field=TextField(),
+    )
+    rows: dict[str, APIKey] = {}
+    owners: set[int] = set()
+    active = APIKey.objects.filter(active=True).defer("encrypted_secret")
+    for row in active.annotate(platform_secret=platform_secret):
+        if row.owner_id is None:
+            row.encrypted_secret = row.platform_secret
+            rows[row.provider] = row
+        else:
+            owners.add(row.owner_id)
     resolved: dict[str, ResolvedKey] = {}
     for cls in provider_classes():
         key = stored_key(rows[cls.name]) if cls.name in rows else _env_key(cls)
         if key is not None:
             resolved[cls.name] = key
-    return resolved
+    return resolved, frozenset(owners)
 
 
 _keys = cache_version.KeptCopy(_read_keys)
 
 
+def users_secrets() -> list[str]:
+    """Every user's active own key, decrypted: only for masking them wherever text is written
+    (the log filter), never for a call. Kept per process like the platform's keys."""
+    return list(_users_secrets.get())
+
+
+def _read_users_secrets() -> tuple[str, ...]:
+    return tuple(row.secret() for row in APIKey.objects.filter(active=True, owner__isnull=False))
+
+
+_users_secrets = cache_version.KeptCopy(_read_users_secrets)
+
+
 def resolve_key(provider: str) -> ResolvedKey | None:
-    """One provider's key (active database key, else environment variable), or None."""
+    """One provider's platform key (active database key, else environment variable), or None."""
     cls = provider_class(provider)  # accepts aliases ("google"); rows store the canonical name
-    row = APIKey.objects.filter(provider=cls.name, active=True).first()
+    row = APIKey.objects.filter(provider=cls.name, active=True, owner__isnull=True).first()
     return stored_key(row) if row is not None else _env_key(cls)
 
 

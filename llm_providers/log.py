@@ -37,10 +37,11 @@ class SecretsFilter(logging.Filter):
 
     def secrets(self) -> Iterable[str]:
         """The secrets to mask: every provider's key in use (stored in the database or set in
-        the environment), as ``llm_providers.keys`` resolves them (its per-process copy)."""
-        from .keys import resolve_keys  # not at import: LOGGING is read before apps are ready
+        the environment), as ``llm_providers.keys`` resolves them (its per-process copy), and
+        every user's own active key (SPEC §12.2)."""
+        from .keys import resolve_keys, users_secrets  # not at import: LOGGING is read early
 
-        return [key.secret for key in resolve_keys().values()]
+        return [key.secret for key in resolve_keys().values()] + users_secrets()
 
     def filter(self, record: logging.LogRecord) -> bool:
         scrub = self.scrubber()

@@ -1,6 +1,7 @@
 """Database models of llm_providers: the keys here, the accounting tables in
 ``accounting.models``."""
 
+from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
 
@@ -30,7 +31,9 @@ def mask_secret(secret_prefix: str, last_four: str) -> str:
 
 
 class APIKey(models.Model):
-    """A provider key, encrypted at rest. One active key per provider; more may be stored."""
+    """A provider key, encrypted at rest: the platform's (``owner`` None) or a user's own
+    (SPEC §12.2, used only for that user's calls). One active key per (provider, owner); more
+    may be stored."""
 
     # Any provider of the registry, custom ones included: no choices, so adding one needs no
     # migration; forms and serializers check the name against the registry.
@@ -47,14 +50,32 @@ class APIKey(models.Model):
     # provider rejecting it on LLM_CIRCUIT_FAILURES calls in a row). Never the key itself.
     status_note = models.CharField(max_length=300, blank=True, editable=False)
     checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # None: the platform's key, used for everyone's calls; a user: that user's own key, used
+    # for their calls only (and deleted with them).
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="llm_keys",
+        editable=False,
+    )
 
     class Meta:
         verbose_name = "API key"
         ordering = ["provider", "-active", "-created_at"]
         constraints = [
+            # NULLs are distinct in unique constraints: the platform's keys need their own.
             models.UniqueConstraint(
-                fields=["provider"], condition=Q(active=True), name="one_active_key_per_provider"
-            )
+                fields=["provider"],
+                condition=Q(active=True, owner__isnull=True),
+                name="one_active_key_per_provider",
+            ),
+            models.UniqueConstraint(
+                fields=["provider", "owner"],
+                condition=Q(active=True, owner__isnull=False),
+                name="one_active_user_key_per_provider",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -62,25 +83,30 @@ class APIKey(models.Model):
         return f"{self.get_provider_display()} key #{self.pk}{label} ({self.mask})"
 
     def save(self, *args, **kwargs) -> None:
-        # Activating a key deactivates the provider's other keys in the same transaction, so the
-        # one-active-key constraint holds without the admin having to do it by hand.
+        # Activating a key deactivates the provider's other keys of the same owner in the same
+        # transaction, so the one-active-key constraints hold without anyone doing it by hand.
         with transaction.atomic():
             if self.active:
-                APIKey.objects.filter(provider=self.provider, active=True).exclude(
-                    pk=self.pk
-                ).update(active=False)
+                APIKey.objects.filter(
+                    provider=self.provider, owner_id=self.owner_id, active=True
+                ).exclude(pk=self.pk).update(active=False)
             super().save(*args, **kwargs)
 
     def validate_constraints(self, exclude=None) -> None:
         # Model validation (ModelForm, the admin) would refuse a second active key, which is
-        # just what save() resolves by deactivating the first. Its only constraint is on
-        # provider, so excluding provider skips that one; the database still enforces it.
+        # just what save() resolves by deactivating the first. Both constraints are on
+        # provider, so excluding provider skips them; the database still enforces them.
         super().validate_constraints(exclude={*(exclude or ()), "provider"})
 
     def get_provider_display(self) -> str:
         """The provider's label (what Django's choices gave, for any provider of the registry)."""
         name = canonical_name(self.provider)
         return provider_class(name).label if name else self.provider
+
+    @property
+    def is_users(self) -> bool:
+        """A user's own key (not the platform's)."""
+        return self.owner_id is not None
 
     @property
     def mask(self) -> str:

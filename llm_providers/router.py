@@ -323,7 +323,7 @@ def _prepare(
         provider,
         request.model or None,
         fallback=fallback,
-        keys=resolve_keys(),
+        keys=resolve_keys(uid),  # the caller's own keys over the platform's (SPEC §12.2)
         fallback_models=fallback_models,
     )
     limits = budgets.limits_for(uid, user_id)

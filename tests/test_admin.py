@@ -325,3 +325,19 @@ def test_deactivate_action(admin_client):
     assert sorted(logged) == sorted(
         [(str(openrouter.pk), "Deactivated."), (str(gemini.pk), "Deactivated.")]
     )
+
+
+@pytest.mark.django_db
+def test_key_list_shows_a_users_key_by_owner_and_mask_only(admin_client, django_user_model):
+    owner = django_user_model.objects.create_user("keyowner")
+    secret = "sk-or-v1-users0own0openrouter0key00000usr1"
+    key = APIKey(provider="openrouter", owner=owner)
+    key.set_secret(secret)
+    key.save()
+
+    page = admin_client.get("/admin/llm_providers/apikey/").content.decode()
+    detail = admin_client.get(f"/admin/llm_providers/apikey/{key.pk}/change/").content.decode()
+
+    assert "keyowner" in page and "sk-or-…usr1" in page
+    assert "keyowner" in detail
+    assert secret not in page and secret not in detail

@@ -4,6 +4,7 @@ import pytest
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 
+from llm_providers import keys as keys_module
 from llm_providers.exceptions import KeyDecryptionError
 from llm_providers.keys import mark_used, resolve_key, resolve_keys
 from llm_providers.models import APIKey
@@ -151,7 +152,8 @@ def test_resolve_keys_merges_database_and_environment(use_keys, django_assert_nu
     gemini_row = store("gemini")
     store("openrouter", active=False)
 
-    with django_assert_num_queries(2):  # the keys, and the custom providers (none here)
+    # The keys (the platform's, and who has own keys), the custom providers (none here).
+    with django_assert_num_queries(2):
         keys = resolve_keys()
 
     assert sorted(keys) == ["gemini", "openrouter"]
@@ -217,3 +219,92 @@ def test_mark_used_stamps_database_keys_only(use_keys):
     mark_used(resolve_key("huggingface"))
     row.refresh_from_db()
     assert row.last_used_at is not None
+
+
+# --- users' own keys (SPEC §12.2) -----------------------------------------------------------------
+
+USER_KEY = "sk-or-v1-users0own0openrouter0key00000usr1"
+
+
+def store_own(user, provider: str, secret: str, *, active: bool = True):
+    key = APIKey(provider=provider, owner=user, active=active)
+    key.set_secret(secret)
+    key.save()
+    return key
+
+
+@pytest.mark.django_db
+def test_a_users_own_key_is_used_for_that_user_only(use_keys, django_user_model):
+    use_keys("openrouter")
+    alice = django_user_model.objects.create_user("alice")
+    bob = django_user_model.objects.create_user("bob")
+    own = store_own(alice, "openrouter", USER_KEY)
+
+    for_alice, for_bob, for_system = resolve_keys(alice.pk), resolve_keys(bob.pk), resolve_keys()
+
+    assert (for_alice["openrouter"].secret, for_alice["openrouter"].owner) == (USER_KEY, "user")
+    assert for_alice["openrouter"].key_id == own.pk
+    assert for_alice["openrouter"].source == f"your own key (me/keys/ #{own.pk}, sk-or-…usr1)"
+    assert (for_bob["openrouter"].secret, for_bob["openrouter"].owner) == (
+        FAKE_KEYS["openrouter"],
+        "platform",
+    )
+    assert for_system == for_bob
+    assert resolve_key("openrouter").secret == FAKE_KEYS["openrouter"]
+
+
+@pytest.mark.django_db
+def test_a_users_own_key_makes_a_provider_available_to_them_alone(django_user_model):
+    alice = django_user_model.objects.create_user("alice")
+    bob = django_user_model.objects.create_user("bob")
+    store_own(alice, "openrouter", USER_KEY)
+
+    assert list(resolve_keys(alice.pk)) == ["openrouter"]
+    assert resolve_keys(bob.pk) == {}
+
+
+@pytest.mark.django_db
+def test_one_active_key_per_provider_and_owner(django_user_model):
+    alice = django_user_model.objects.create_user("alice")
+    bob = django_user_model.objects.create_user("bob")
+    platform = store("openrouter")
+    first = store_own(alice, "openrouter", USER_KEY)
+    bobs = store_own(bob, "openrouter", "sk-or-v1-bobs0own0openrouter0key000000bob2")
+    second = store_own(alice, "openrouter", "sk-or-v1-users0own0openrouter0key00000usr3")
+
+    active = set(APIKey.objects.filter(active=True).values_list("pk", flat=True))
+    assert active == {platform.pk, bobs.pk, second.pk}
+    assert first.pk not in active
+    with pytest.raises(IntegrityError), transaction.atomic():
+        APIKey.objects.filter(pk=first.pk).update(active=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_kept_copy_holds_no_users_key_and_a_deleted_one_stops_at_once(
+    settings, django_user_model, django_assert_num_queries
+):
+    settings.LLM_KEY_CACHE_SECONDS = 3600
+    alice = django_user_model.objects.create_user("alice")
+    bob = django_user_model.objects.create_user("bob")
+    own = store_own(alice, "openrouter", USER_KEY)
+    resolve_keys()  # the copy is read
+
+    with django_assert_num_queries(0):  # a user without own keys: nothing more than the copy
+        assert resolve_keys(bob.pk) == {}
+    with django_assert_num_queries(1):  # a user with own keys: theirs, read now
+        assert resolve_keys(alice.pk)["openrouter"].secret == USER_KEY
+    platform_keys, owners = keys_module._keys._kept[0]
+    assert owners == {alice.pk}
+    assert USER_KEY not in [key.secret for key in platform_keys.values()]
+
+    own.delete()
+    assert resolve_keys(alice.pk) == {}
+
+
+@pytest.mark.django_db
+def test_log_filter_masks_users_keys(django_user_model):
+    from llm_providers.log import SecretsFilter
+
+    store_own(django_user_model.objects.create_user("alice"), "openrouter", USER_KEY)
+
+    assert USER_KEY in SecretsFilter().secrets()

@@ -536,3 +536,30 @@ def test_openrouter_stream_broken_after_text_is_charged_an_estimate(use_keys, ht
     assert (entry.prompt_tokens, entry.completion_tokens) == (10, 2)
     assert entry.cost_source == "estimated"
     assert entry.cost == Decimal("0.000160")
+
+
+# --- Users' own keys (SPEC §12.2) --------------------------------------------------------------
+
+OWN_OPENROUTER_KEY = "sk-or-v1-users0own0openrouter0key00000usr1"
+
+
+@pytest.mark.django_db
+def test_a_users_calls_carry_their_own_key_and_no_one_elses(django_user_model, use_keys, http):
+    use_keys("openrouter")
+    alice = django_user_model.objects.create_user("alice")
+    bob = django_user_model.objects.create_user("bob")
+    own = APIKey(provider="openrouter", owner=alice)
+    own.set_secret(OWN_OPENROUTER_KEY)
+    own.save()
+    http.post(OPENROUTER_CHAT, json=openai_ok("hi", "openai/gpt-4o-mini", cost=0.001))
+
+    llm_generate("hello", user_id=alice)
+    llm_generate("hello", user_id=bob)
+    llm_generate("hello")
+
+    sent = [call.request.headers["Authorization"] for call in http.calls]
+    assert sent == [
+        f"Bearer {OWN_OPENROUTER_KEY}",
+        f"Bearer {FAKE_KEYS['openrouter']}",
+        f"Bearer {FAKE_KEYS['openrouter']}",
+    ]

@@ -41,11 +41,13 @@ class CustomProviderAdmin(admin.ModelAdmin):
 class APIKeyAdmin(admin.ModelAdmin):
     """Keys are shown only by their mask; the secret input is write-only (see ``APIKeyForm``).
     ``status_note`` and ``checked_at`` (read-only) say how the key's last test went, or why it
-    was deactivated (``keys.record_key_outcome``)."""
+    was deactivated (``keys.record_key_outcome``). ``owner`` (read-only) tells a user's own
+    key (SPEC §12.2, added by its user through ``me/keys/``) from the platform's (empty)."""
 
     form = APIKeyForm
     list_display = [
         "provider",
+        "owner",
         "label",
         "mask",
         "active",
@@ -54,9 +56,10 @@ class APIKeyAdmin(admin.ModelAdmin):
         "created_at",
         "last_used_at",
     ]
-    list_filter = [("provider", ProviderFilter), "active"]
-    search_fields = ["label"]
-    readonly_fields = ["mask", "status_note", "checked_at", "created_at", "last_used_at"]
+    list_filter = [("provider", ProviderFilter), "active", ("owner", admin.EmptyFieldListFilter)]
+    search_fields = ["label", "owner__username"]
+    list_select_related = ["owner"]
+    readonly_fields = ["owner", "mask", "status_note", "checked_at", "created_at", "last_used_at"]
     actions = ["test_connection", "activate", "deactivate"]
 
     def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> list[str]:
@@ -64,6 +67,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             return ["provider", "label", "secret", "validate", "active"]
         return [
             "provider",
+            "owner",
             "label",
             "mask",
             "secret",

@@ -305,7 +305,7 @@ class KeyListView(AppAPIView):
     key at once), for staff who may add keys. ``?validate=1`` tests it first."""
 
     permission_classes = [StaffModelPermissions]
-    queryset = APIKey.objects.all()
+    queryset = APIKey.objects.filter(owner__isnull=True)  # the platform's; users' are theirs
 
     @extend_schema(responses={200: s.APIKeySerializer(many=True)})
     def get(self, request):
@@ -340,7 +340,7 @@ class KeyDetailView(AppAPIView):
     tests the resulting key first); or delete it (staff who may delete keys)."""
 
     permission_classes = [StaffModelPermissions]
-    queryset = APIKey.objects.all()
+    queryset = APIKey.objects.filter(owner__isnull=True)  # users' keys are theirs (me/keys/)
 
     @extend_schema(
         parameters=[_VALIDATE],
@@ -395,7 +395,7 @@ class ProvidersView(AppAPIView):
 
     @extend_schema(responses={200: s.ProviderSerializer(many=True)})
     def get(self, request):
-        keys = resolve_keys()
+        keys = resolve_keys(request.user.pk)  # available to this user: their own keys too
         primary = registry.primary_provider(keys)
         rows = [
             {

@@ -417,3 +417,17 @@ def test_patch_validate_activates_a_stored_key_the_provider_accepts(staff_api, h
     spare.refresh_from_db()
     assert spare.status_note.startswith("OpenRouter accepted") and spare.checked_at
     assert resolve_key("openrouter").key_id == spare.pk
+
+
+def test_the_key_manager_leaves_users_own_keys_out(staff_api, user):
+    own = APIKey(provider="openrouter", owner=user)
+    own.set_secret(NEW_OPENROUTER)
+    own.save()
+    platform = stored("openrouter", FAKE_KEYS["openrouter"])
+
+    listed = staff_api.get(KEYS).json()
+
+    assert [row["id"] for row in listed] == [platform.pk]
+    assert staff_api.patch(detail(own.pk), {"active": False}, format="json").status_code == 404
+    assert staff_api.delete(detail(own.pk)).status_code == 404
+    assert APIKey.objects.get(pk=own.pk).active
