@@ -13,6 +13,7 @@ from .accounting.models import (  # noqa: F401  (the app's models, in one module
     BudgetAlert,
     CallStatus,
     CostSource,
+    KeyOwner,
     LedgerEntry,
     ModelPrice,
     PriceSource,

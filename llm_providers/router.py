@@ -211,6 +211,7 @@ class Tracker:
                 is_fallback=step.is_fallback,
                 estimate=self.estimate,
                 reservation=self.reservation,
+                key_owner=step.key.owner,
             )
 
     def end(self, attempt: Attempt, then: Step | None = None) -> None:
@@ -221,7 +222,12 @@ class Tracker:
         row, self.row = self.row, None
         nxt = None
         if then is not None:
-            nxt = {"provider": then.name, "model": then.model, "is_fallback": then.is_fallback}
+            nxt = {
+                "provider": then.name,
+                "model": then.model,
+                "is_fallback": then.is_fallback,
+                "key_owner": then.key.owner,
+            }
         try:
             final, self.row = ledger.finish_attempt(
                 row,
@@ -339,12 +345,19 @@ def _chain_estimate(
     """The worst case of the chain's dearest entry, at real prices. For a user with a cost
     limit, a missing price is looked up where its provider publishes prices; a model that
     stays unpriced is refused (``LLM_UNPRICED_MODELS = "refuse"``), since its cost could
-    not be held against the limit, or let through at 0 (``"allow"``), recorded ``unpriced``."""
+    not be held against the limit, or let through at 0 (``"allow"``), recorded ``unpriced``.
+
+    Entries that would use the user's own key are left out (they do not count against the
+    cost limit, ``budgets``), unless ``LLM_BYOK_COUNTS_AGAINST_BUDGET``: a chain of the
+    user's keys only reserves nothing but its call."""
     chars = _prompt_chars(request)
     max_tokens = request.max_tokens or int(llm_settings.LLM_DEFAULT_MAX_TOKENS)
     limited = uid is not None and limits.cost is not None
+    counted = [s for s in steps if budgets.counts_byok() or not s.key.is_users]
+    if not counted:
+        return Decimal(0)
     estimate, unpriced = chain_worst_case(
-        [(s.name, s.model) for s in steps], chars, max_tokens, on_demand=limited
+        [(s.name, s.model) for s in counted], chars, max_tokens, on_demand=limited
     )
     if unpriced and limited and str(llm_settings.LLM_UNPRICED_MODELS).lower() != "allow":
         raise budgets.unpriced_refusal(uid, limits, unpriced)

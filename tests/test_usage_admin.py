@@ -528,7 +528,7 @@ def test_cost_report_page_totals_and_chart(admin_client):
 
     assert response.status_code == 200
     tables = {t["group_by"]: t for t in response.context["tables"]}
-    assert list(tables) == ["user", "provider"]
+    assert list(tables) == ["user", "provider", "key_owner"]
     by_user, by_provider = tables["user"], tables["provider"]
     assert [(r["key"], r["calls"], r["tokens"], r["cost"]) for r in by_user["rows"]] == [
         ("alice", 1, 1010, "$0.250001"),
@@ -548,8 +548,10 @@ def test_cost_report_page_totals_and_chart(admin_client):
     assert '<div class="breadcrumbs">' in html
     assert "$0.350048" in html
     charts = svgs(html)
-    assert len(charts) == 2
-    for chart, table in zip(charts, [by_user, by_provider], strict=True):
+    assert len(charts) == 3
+    by_key_owner = tables["key_owner"]  # whose keys paid (SPEC §12.2): all the platform's here
+    assert [(r["key"], r["cost"]) for r in by_key_owner["rows"]] == [("platform", "$0.350048")]
+    for chart, table in zip(charts, [by_user, by_provider, by_key_owner], strict=True):
         assert chart.count('<rect class="bar"') == len(table["rows"])
         for row in table["rows"]:
             assert f">{row['key']}</text>" in chart
@@ -567,18 +569,18 @@ def test_cost_report_by_model_and_by_day_add_a_table(admin_client):
         REPORT, {"start": "2026-03-01", "end": "2026-03-31", "group_by": "model"}
     )
     tables = by_model.context["tables"]
-    assert [t["group_by"] for t in tables] == ["user", "provider", "model"]
-    assert [(r["key"], r["cost"]) for r in tables[2]["rows"]] == [
+    assert [t["group_by"] for t in tables] == ["user", "provider", "key_owner", "model"]
+    assert [(r["key"], r["cost"]) for r in tables[3]["rows"]] == [
         ("openai/gpt-4o", "$0.25"),
         ("gemini-2.5-flash", "$0.100001"),
         ("meta-llama/llama-3.1-8b-instruct", "$0.000047"),
     ]
-    assert len(svgs(by_model.content.decode())) == 3
+    assert len(svgs(by_model.content.decode())) == 4
 
     by_day = admin_client.get(
         REPORT, {"start": "2026-03-01", "end": "2026-03-31", "group_by": "day"}
     )
-    days = by_day.context["tables"][2]
+    days = by_day.context["tables"][3]
     assert [r["key"] for r in days["rows"]] == [
         "2026-03-01",
         "2026-03-02",

@@ -66,11 +66,8 @@ def check(
     limit = cost_limit if cost_limit is not None else budgets.limits_for(user_id).cost
     if limit is None or limit <= 0:
         return []
-    spent = (
-        UsageSummary.objects.filter(user_id=user_id, period=period)
-        .values_list("total_cost", flat=True)
-        .first()
-    )
+    summary = UsageSummary.objects.filter(user_id=user_id, period=period).first()
+    spent = budgets.counted_cost(summary) if summary is not None else None  # BYOK aside
     crossed = [f for f in fractions if spent is not None and spent >= limit * f]
     if not crossed:
         return []

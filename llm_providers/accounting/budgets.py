@@ -6,6 +6,15 @@ single conditional ``UPDATE … WHERE total + reserved + estimate <= limit``: th
 it atomically (SQLite serialises writers; PostgreSQL re-checks the condition on the locked row),
 so concurrent reservations can jointly pass a limit by at most one call's reservation. When the
 call is recorded, the reservation is released in the same transaction that adds the real cost.
+
+Calls made with a user's own key (SPEC §12.2) are paid by the user to their provider, so by
+default they do not count against the user's cost limit (``LLM_BYOK_COUNTS_AGAINST_BUDGET``
+turns that off). The summary's totals still hold them, so that each summary equals the sum of
+its ledger rows (SPEC §7); their part is kept apart in the ``byok_cost`` column, and the limit
+is checked against ``total_cost - byok_cost`` (``counted_cost``). The chain's reservation
+leaves out the entries that would use the user's key (the router's estimate), so a request
+answered with the user's key holds nothing against the limit either. Call limits count every
+call: they bound use, not spend.
 """
 
 from __future__ import annotations
@@ -92,6 +101,19 @@ def limits_for(user_id: int | None, user=None) -> Limits:
     )
 
 
+def counts_byok() -> bool:
+    """Whether spend with users' own keys counts against their cost limits."""
+    return bool(llm_settings.LLM_BYOK_COUNTS_AGAINST_BUDGET)
+
+
+def counted_cost(summary) -> Decimal:
+    """What of a summary's spend counts against the cost limit (see the module docstring);
+    ``summary``: a ``UsageSummary``, or None (nothing spent)."""
+    if summary is None:
+        return ZERO
+    return summary.total_cost if counts_byok() else summary.total_cost - summary.byok_cost
+
+
 def summary_row(user_id: int | None, period: str) -> UsageSummary:
     """The summary row of (user, period), created if missing. get_or_create is safe under
     concurrent creation: the loser's INSERT hits the unique constraint and it reads the row."""
@@ -130,8 +152,9 @@ def _reserve_update(user_id: int, period: str, limits: Limits, estimate: Decimal
     amount = Value(estimate, output_field=MONEY)
     room = Q(user_id=user_id, period=period)
     if limits.cost is not None:
+        spent = F("total_cost") if counts_byok() else F("total_cost") - F("byok_cost")
         room &= LessThanOrEqual(
-            F("total_cost") + F("reserved_cost") + amount,
+            spent + F("reserved_cost") + amount,
             Value(to_money(limits.cost), output_field=MONEY),
         )
     if limits.calls is not None:
@@ -158,14 +181,15 @@ def _exceeded(user_id: int, period: str, limits: Limits, estimate: Decimal) -> B
             needed=1,
             resets_at=resets,
         )
+    spent = counted_cost(summary)
     return BudgetExceeded(
-        f"Monthly budget exceeded: ${money_str(summary.total_cost)} of "
+        f"Monthly budget exceeded: ${money_str(spent)} of "
         f"${money_str(limits.cost)} spent in {period} and "
         f"${money_str(summary.reserved_cost)} reserved by calls in flight; this call may cost "
         f"up to ${money_str(estimate)}. The budget resets at {resets}.",
         limit="cost",
         limit_value=to_money(limits.cost),
-        used=summary.total_cost,
+        used=spent,
         reserved=summary.reserved_cost,
         needed=estimate,
         resets_at=resets,
@@ -179,12 +203,8 @@ def unpriced_refusal(
     (``LLM_UNPRICED_MODELS = "refuse"``): its cost could not be reserved, so it could overrun
     the limit by any amount."""
     period = billing_period()
-    found = (
-        UsageSummary.objects.filter(user_id=user_id, period=period)
-        .values_list("total_cost", "reserved_cost")
-        .first()
-    )
-    used, reserved = found or (ZERO, ZERO)
+    summary = UsageSummary.objects.filter(user_id=user_id, period=period).first()
+    used, reserved = counted_cost(summary), summary.reserved_cost if summary else ZERO
     names = ", ".join(f"{provider}/{model}" for provider, model in unpriced)
     return BudgetExceeded(
         f"No price is known for {names}, so its cost cannot be held against your monthly "
@@ -222,7 +242,7 @@ def remaining(
 
     ``limits`` saves the query when the caller has them (the admin's budget list)."""
     limits = limits or limits_for(user_id)
-    spent_cost = summary.total_cost if summary else ZERO
+    spent_cost = counted_cost(summary)
     spent_calls = summary.total_calls if summary else 0
     held_cost = summary.reserved_cost if summary else ZERO
     held_calls = summary.reserved_calls if summary else 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import TypedDict
+from typing import Required, TypedDict
 
 from django.core.exceptions import ValidationError
 from django.db import router as db_router
@@ -33,6 +33,7 @@ from .budgets import Reservation
 from .models import (
     PROVIDER_NAMES,
     CallStatus,
+    KeyOwner,
     LedgerEntry,
     UsageAdjustment,
     UsageSummary,
@@ -84,9 +85,13 @@ def ledger_entries(
 
 
 def summary_deltas(entries: Sequence[LedgerEntry]) -> dict[str, int | Decimal]:
-    """What ``entries`` add to a summary row: {column: amount}, only the columns they change."""
+    """What ``entries`` add to a summary row: {column: amount}, only the columns they change.
+    The cost of rows made with the user's own key goes to the totals and to ``byok_cost``."""
     totals: dict[str, list] = {}
+    byok = ZERO
     for entry in entries:
+        if entry.key_owner == KeyOwner.USER:
+            byok += entry.cost
         calls_tokens_cost = totals.setdefault(entry.provider, [0, 0, ZERO])
         calls_tokens_cost[0] += entry.status == CallStatus.SUCCESS
         calls_tokens_cost[1] += entry.total_tokens
@@ -101,6 +106,8 @@ def summary_deltas(entries: Sequence[LedgerEntry]) -> dict[str, int | Decimal]:
     cost = sum((t[2] for t in totals.values()), ZERO)
     if calls or tokens or cost:
         deltas |= {"total_calls": calls, "total_tokens": tokens, "total_cost": cost}
+    if byok:
+        deltas["byok_cost"] = byok
     return deltas
 
 
@@ -191,10 +198,11 @@ def record_call_safely(
 Change = tuple[int | None, str, Mapping[str, int | Decimal]]  # (user_id, period, deltas)
 
 
-class NextAttempt(TypedDict):
-    provider: str
-    model: str
-    is_fallback: bool
+class NextAttempt(TypedDict, total=False):
+    provider: Required[str]
+    model: Required[str]
+    is_fallback: Required[bool]
+    key_owner: str  # KeyOwner; the platform's when left out
 
 
 class AttemptAlreadySettled(RuntimeError):
@@ -211,9 +219,12 @@ def begin_attempt(
     is_fallback: bool,
     estimate: Decimal,
     reservation: Reservation | None,
+    key_owner: str = KeyOwner.PLATFORM,
 ) -> LedgerEntry:
     """INSERT the attempt's row, status ``in_flight``, before its upstream request (one
     statement, in autocommit: the row is visible, and sweepable, even if this process dies).
+
+    ``key_owner``: whose key the attempt is made with (``KeyOwner``; SPEC §12.2).
 
     ``estimate``: the request's worst-case cost, charged if the attempt is interrupted.
     ``reservation``: the request's budget reservation (``budgets.reserve``), now held by this
@@ -229,6 +240,7 @@ def begin_attempt(
         provider=provider,
         model=model[:200],
         is_fallback=is_fallback,
+        key_owner=key_owner,
         status=CallStatus.IN_FLIGHT,
         estimate=estimate,
         reserved=reservation is not None,
@@ -278,6 +290,7 @@ def finish_attempt(
     [final] = ledger_entries(entry.request_id, entry.user_id, [attempt])
     final.pk, final.period, final.created_at = entry.pk, entry.period, entry.created_at
     final.estimate, final.reserved = entry.estimate, False
+    final.key_owner = entry.key_owner  # set when the attempt began, with its key
     released = held if next_attempt is None else None
     changes: list[Change] = [(entry.user_id, entry.period, summary_deltas([final]))]
     if released is not None:

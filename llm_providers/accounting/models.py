@@ -37,6 +37,13 @@ class CallStatus(models.TextChoices):
     INTERRUPTED = "interrupted", "interrupted"
 
 
+class KeyOwner(models.TextChoices):
+    """Whose key an attempt was made with (SPEC §12.2)."""
+
+    PLATFORM = "platform", "the platform's key"
+    USER = "user", "the user's own key"
+
+
 def billing_period(when=None) -> str:
     """The billing period (``YYYY-MM``, UTC) of a moment; now by default."""
     return (when or timezone.now()).astimezone(UTC).strftime("%Y-%m")
@@ -77,6 +84,9 @@ class LedgerEntry(models.Model):
     # The attempt continued a stream another attempt had begun (SPEC §5.1): its text extends
     # what was already sent.
     resumed = models.BooleanField(default=False)
+    # Made with the platform's key or the user's own (SPEC §12.2): the user pays their provider
+    # for the latter, so by default it does not count against their cost limit.
+    key_owner = models.CharField(max_length=8, choices=KeyOwner.choices, default=KeyOwner.PLATFORM)
     # The request's worst-case cost: what the attempt is charged if it is interrupted.
     estimate = MoneyField(default=ZERO, help_text="USD")
     # Whether the user's summary (of this row's period) holds a budget reservation of
@@ -133,6 +143,9 @@ class UsageSummary(models.Model):
     total_calls = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
     total_cost = MoneyField(default=ZERO)
+    # The part of total_cost spent with the user's own keys (SPEC §12.2): in the totals, which
+    # equal the ledger, but left out of the cost limit unless LLM_BYOK_COUNTS_AGAINST_BUDGET.
+    byok_cost = MoneyField(default=ZERO, editable=False)
     # Budget reservations of calls in flight (settled when they are recorded).
     reserved_cost = MoneyField(default=ZERO, editable=False)
     reserved_calls = models.IntegerField(default=0, editable=False)

@@ -1,7 +1,9 @@
 """Cost reports, shared by the admin report page, ``manage.py llm_usage_report`` and the API.
 
 Two views of the same money:
-- ``cost_report``: from the ledger, for any date range, grouped by user, provider, model or day;
+- ``cost_report``: from the ledger, for any date range, grouped by user, provider, model, day
+  or whose key paid (``key_owner``: the platform's or the user's own, SPEC §12.2), optionally
+  for one key owner only;
 - ``period_report``: from the monthly summaries, which also carry admins' adjustments.
 """
 
@@ -18,11 +20,11 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce, TruncDate
 
-from .models import PROVIDER_NAMES, CallStatus, LedgerEntry, UsageSummary
+from .models import PROVIDER_NAMES, CallStatus, KeyOwner, LedgerEntry, UsageSummary
 from .money import ZERO, money_str
 
 SYSTEM_KEY = "(system)"
-GROUPINGS = ("user", "provider", "model", "day")
+GROUPINGS = ("user", "provider", "model", "day", "key_owner")
 
 
 @dataclass(frozen=True)
@@ -82,24 +84,35 @@ def _range_filter(start: date, end: date) -> Q:
 
 
 def cost_report(
-    start: date, end: date, group_by: str = "user", *, user_id: int | None = None
+    start: date,
+    end: date,
+    group_by: str = "user",
+    *,
+    user_id: int | None = None,
+    key_owner: str | None = None,
 ) -> list[ReportRow]:
     """Ledger totals between two inclusive dates, grouped; biggest cost first.
 
     ``calls`` counts successful provider calls; tokens and cost count every attempt (a failed
     attempt can still have been billed). A range ``check_range`` refuses raises ``BadRange``.
+    ``key_owner`` (``"platform"`` or ``"user"``): only the calls made with such keys.
     """
     if group_by not in GROUPINGS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}")
+    if key_owner is not None and key_owner not in KeyOwner.values:
+        raise ValueError(f"key_owner must be one of {', '.join(KeyOwner.values)}")
     check_range(start, end)
     entries = LedgerEntry.objects.filter(_range_filter(start, end))
     if user_id is not None:
         entries = entries.filter(user_id=user_id)
+    if key_owner is not None:
+        entries = entries.filter(key_owner=key_owner)
     key_expr = {
         "user": F("user__" + get_user_model().USERNAME_FIELD),
         "provider": F("provider"),
         "model": F("model"),
         "day": TruncDate("created_at", tzinfo=UTC),
+        "key_owner": F("key_owner"),
     }[group_by]
     rows = (
         entries.annotate(key=key_expr)

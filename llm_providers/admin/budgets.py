@@ -75,12 +75,15 @@ class UsageBudgetAdmin(admin.ModelAdmin):
             .annotate(
                 period_cost=Subquery(current.values("total_cost"), output_field=MoneyField()),
                 period_calls=Subquery(current.values("total_calls")),
+                period_byok=Subquery(current.values("byok_cost"), output_field=MoneyField()),
             )
         )
 
     def _remaining(self, obj: UsageBudget) -> dict:
         summary = UsageSummary(
-            total_cost=obj.period_cost or ZERO, total_calls=obj.period_calls or 0
+            total_cost=obj.period_cost or ZERO,
+            total_calls=obj.period_calls or 0,
+            byok_cost=obj.period_byok or ZERO,
         )
         limits = Limits(obj.monthly_cost_limit, obj.monthly_call_limit)
         return budgets.remaining(obj.user_id, summary, limits)

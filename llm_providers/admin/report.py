@@ -62,8 +62,9 @@ def bar_chart(rows: list[reports.ReportRow]) -> dict:
 
 
 def cost_report_view(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
-    """Cost per user and per provider (and the chosen grouping) for a date range, from the
-    ledger (``reports.cost_report``), with a bar chart and CSV downloads."""
+    """Cost per user, per provider and per key owner (the platform's keys or users' own, SPEC
+    §12.2), and the chosen grouping, for a date range, from the ledger
+    (``reports.cost_report``), with a bar chart and CSV downloads."""
     if not request.user.has_perm("llm_providers.view_ledgerentry"):
         raise PermissionDenied
     form = CostReportForm.from_query(request.GET)
@@ -76,9 +77,8 @@ def cost_report_view(request: HttpRequest, site: admin.AdminSite) -> HttpRespons
             filename = f"llm-costs-by-{group_by}-{start}-to-{end}.csv"
             response["Content-Disposition"] = f'attachment; filename="{filename}"'
             return response
-        groupings = ["user", "provider"] + (
-            [group_by] if group_by not in ("user", "provider") else []
-        )
+        always = ["user", "provider", "key_owner"]
+        groupings = always + ([group_by] if group_by not in always else [])
         for grouping in groupings:
             rows = reports.cost_report(start, end, grouping)
             total = reports.totals(rows)

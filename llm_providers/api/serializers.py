@@ -193,6 +193,7 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
             "retries",
             "is_fallback",
             "resumed",
+            "key_owner",
             "created_at",
         ]
 

@@ -23,7 +23,15 @@ from ..exceptions import ProviderAuthError
 from ..keys import check_key as provider_accepts
 from ..keys import resolve_keys, stored_key
 from ..main_text_generation import llm_generate, llm_stream
-from ..models import PROVIDER_NAMES, APIKey, CallStatus, LedgerEntry, UsageSummary, billing_period
+from ..models import (
+    PROVIDER_NAMES,
+    APIKey,
+    CallStatus,
+    KeyOwner,
+    LedgerEntry,
+    UsageSummary,
+    billing_period,
+)
 from . import serializers as s
 from .base import AppAPIConfig, AppAPIView
 from .errors import error_body
@@ -221,8 +229,8 @@ class FormatParameterWins(DefaultContentNegotiation):
 
 
 class CostReportView(AppAPIView):
-    """Staff who may view the ledger: cost per user, provider, model or day over an inclusive
-    date range."""
+    """Staff who may view the ledger: cost per user, provider, model, day or key owner over an
+    inclusive date range; ``key_owner`` keeps the calls of the platform's keys or users' own."""
 
     permission_classes = [StaffModelPermissions]
     queryset = LedgerEntry.objects.none()  # whose view permission reading the report needs
@@ -241,6 +249,12 @@ class CostReportView(AppAPIView):
             OpenApiParameter("start", OpenApiTypes.DATE, description="default: 1st of the month"),
             OpenApiParameter("end", OpenApiTypes.DATE, description="default: end of the month"),
             OpenApiParameter("group_by", str, enum=list(reports.GROUPINGS)),
+            OpenApiParameter(
+                "key_owner",
+                str,
+                enum=list(KeyOwner.values),
+                description="only calls made with the platform's keys or users' own (§12.2)",
+            ),
             OpenApiParameter("format", str, enum=["json", "csv"]),
         ],
         responses={200: s.ReportRowSerializer(many=True), 400: OpenApiResponse(_ERROR)},
@@ -256,7 +270,10 @@ class CostReportView(AppAPIView):
         group_by = request.query_params.get("group_by") or "user"
         if group_by not in reports.GROUPINGS:
             raise ValidationError({"group_by": [f"Choose one of {', '.join(reports.GROUPINGS)}."]})
-        rows = reports.cost_report(start, end, group_by)
+        key_owner = request.query_params.get("key_owner") or None
+        if key_owner is not None and key_owner not in KeyOwner.values:
+            raise ValidationError({"key_owner": [f"Choose one of {', '.join(KeyOwner.values)}."]})
+        rows = reports.cost_report(start, end, group_by, key_owner=key_owner)
         if request.accepted_renderer.format == "csv":
             response = Response(reports.to_csv(rows))
             filename = f"costs-{group_by}-{start}-{end}.csv"

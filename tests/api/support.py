@@ -43,6 +43,7 @@ LEDGER_FIELDS = [
     "retries",
     "is_fallback",
     "resumed",
+    "key_owner",
     "created_at",
 ]
 

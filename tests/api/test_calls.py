@@ -89,6 +89,7 @@ def test_row_has_exactly_the_spec_fields(api, user):
                 "retries": 2,
                 "is_fallback": True,
                 "resumed": False,
+                "key_owner": "platform",
                 "created_at": "2025-03-04T10:30:15Z",
             }
         ],
@@ -223,3 +224,13 @@ def test_filters_are_kept_in_the_next_link(api, user):
 def test_malformed_filter_is_400(api, ledger, params, fields):
     error = assert_error(api.get(CALLS, params), 400, "invalid_request")
     assert error["fields"] == fields
+
+
+def test_a_call_with_the_users_own_key_says_so(api, user):
+    mine = entry(user, when=at(1))
+    LedgerEntry.objects.filter(pk=mine.pk).update(key_owner="user")
+    entry(user, when=at(2))
+
+    rows = api.get(CALLS).json()["results"]
+
+    assert [row["key_owner"] for row in rows] == ["platform", "user"]

@@ -241,6 +241,9 @@ def test_csv_by_model_and_empty_csv(staff_api, march):
     assert empty.content.decode() == "key,calls,tokens,cost\n"
 
 
+CHOOSE_GROUPING = "Choose one of user, provider, model, day, key_owner."
+
+
 @pytest.mark.parametrize(
     ("params", "fields"),
     [
@@ -248,8 +251,9 @@ def test_csv_by_model_and_empty_csv(staff_api, march):
         ({"start": "march"}, {"start": ["Use an ISO date, e.g. 2026-11-24."]}),
         ({"end": "2025-02-29"}, {"end": ["Use an ISO date, e.g. 2026-11-24."]}),
         ({"start": "2025-03-02", "end": "2025-03-01"}, {"end": ["The end is before the start."]}),
-        ({"group_by": "week"}, {"group_by": ["Choose one of user, provider, model, day."]}),
-        ({"group_by": "USER"}, {"group_by": ["Choose one of user, provider, model, day."]}),
+        ({"group_by": "week"}, {"group_by": [CHOOSE_GROUPING]}),
+        ({"group_by": "USER"}, {"group_by": [CHOOSE_GROUPING]}),
+        ({"key_owner": "admin"}, {"key_owner": ["Choose one of platform, user."]}),
         # Ranges no report covers: the last day (whose next day overflows) was a 500.
         ({"end": "9999-12-31"}, {"end": ["A report covers at most 10 years."]}),
         ({"start": "0001-01-01"}, {"end": ["A report covers at most 10 years."]}),
@@ -290,3 +294,18 @@ def test_csv_is_given_even_when_the_client_accepts_json(staff_api, march):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
     assert response.content.decode().splitlines()[0] == "key,calls,tokens,cost"
+
+
+def test_calls_with_users_own_keys_are_separable(staff_api, march, user):
+    mine = entry(
+        user, "openrouter", "openai/gpt-4o", datetime(2025, 3, 9, tzinfo=UTC), tokens=5, cost="2"
+    )
+    LedgerEntry.objects.filter(pk=mine.pk).update(key_owner="user")
+    march_range = {"start": "2025-03-01", "end": "2025-03-31"}
+
+    by_owner = staff_api.get(REPORT, {**march_range, "group_by": "key_owner"}).json()
+    only_own = staff_api.get(REPORT, {**march_range, "key_owner": "user"}).json()
+
+    assert [row["key"] for row in by_owner] == ["user", "platform"]
+    assert by_owner[0] == {"key": "user", "calls": 1, "tokens": 5, "cost": "2"}
+    assert only_own == [{"key": user.get_username(), "calls": 1, "tokens": 5, "cost": "2"}]
