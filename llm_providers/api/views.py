@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from datetime import date
 
-from django.db import connection
+from django.db import connection, transaction
 from django.shortcuts import get_object_or_404
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -406,6 +406,57 @@ class KeyDetailView(AppAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class MyKeyListView(AppAPIView):
+    """The caller's own provider keys (SPEC §12.2), masked; adding one (any authenticated
+    user): stored encrypted, used at once for the caller's calls to that provider, in place of
+    their previous key for it (deleted: a user's key has no use once replaced).
+    ``?validate=1`` tests it with its provider first."""
+
+    @extend_schema(responses={200: s.APIKeySerializer(many=True)})
+    def get(self, request):
+        keys = APIKey.objects.filter(owner=request.user)
+        return Response(s.APIKeySerializer(keys, many=True).data)
+
+    @extend_schema(
+        parameters=[_VALIDATE],
+        request=s.APIKeyCreateSerializer,
+        responses={
+            201: s.APIKeySerializer,
+            **{code: OpenApiResponse(_ERROR) for code in (400, 502, 504)},
+        },
+    )
+    def post(self, request):
+        validate = _validate_param(request)
+        params = s.APIKeyCreateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        provider = params.validated_data["provider"]
+        key = APIKey(
+            provider=provider,
+            label=params.validated_data["label"],
+            owner=request.user,
+            active=True,
+        )
+        key.set_secret(params.validated_data["key"])
+        if validate:
+            check_key(key)
+        with transaction.atomic():
+            # Through the models (not a queryset delete) so every process drops the old key.
+            for old in APIKey.objects.filter(owner=request.user, provider=provider):
+                old.delete()
+            key.save()
+        return Response(s.APIKeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+
+class MyKeyDetailView(AppAPIView):
+    """Delete one of the caller's own keys: their next call to its provider uses the
+    platform's key. Another user's key is a 404, as if it did not exist."""
+
+    @extend_schema(responses={204: None, 404: OpenApiResponse(_ERROR)})
+    def delete(self, request, pk: int):
+        get_object_or_404(APIKey.objects.filter(owner=request.user), pk=pk).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class ProvidersView(AppAPIView):
     """Each provider, built-in and custom: whether it is available (a key, or none needed), its
     default model, its priority, the primary one, and its circuit (closed, open, half_open)."""
@@ -464,6 +515,7 @@ class APIRootView(AppAPIView):
             "calls",
             "cost-report",
             "keys",
+            "my-keys",
             "providers",
             "health",
             "chat-completions",

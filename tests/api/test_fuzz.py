@@ -59,14 +59,18 @@ def no_undeliberate_server_error(ctx, response, case) -> None:
 
 
 @pytest.fixture
-def stored_keys():
-    """Keys for the key manager's PATCH and DELETE to find (besides random ids)."""
+def stored_keys(staff_token):
+    """Keys for the key manager's PATCH and DELETE to find (besides random ids), and the
+    fuzzing user's own keys for ``me/keys/<id>/``'s DELETE."""
     KEY_IDS.clear()
-    for provider, secret in [
-        ("gemini", "AIzaSyFUZZ-0000000000000000000001"),
-        ("huggingface", "hf_FUZZ00000000000000000000000001"),
+    owner = Token.objects.get(key=staff_token).user
+    for provider, secret, key_owner in [
+        ("gemini", "AIzaSyFUZZ-0000000000000000000001", None),
+        ("huggingface", "hf_FUZZ00000000000000000000000001", None),
+        ("gemini", "AIzaSyFUZZ-0000000000000000000002", owner),
+        ("huggingface", "hf_FUZZ00000000000000000000000002", owner),
     ]:
-        key = APIKey(provider=provider, label="fuzz")
+        key = APIKey(provider=provider, label="fuzz", owner=key_owner)
         key.set_secret(secret)
         key.save()
         KEY_IDS.append(key.pk)
@@ -154,6 +158,9 @@ def _repaired_chat(body: dict, model: str | None) -> dict:
     return {**body, "model": model, "messages": [{"role": "user", "content": "hi"}, *messages]}
 
 
+KEY_POSTS = ("/api/llm/keys/", "/api/llm/me/keys/")
+
+
 @schema.hook
 def flatmap_body(context, body):
     path = context.operation.path if context.operation else None
@@ -163,7 +170,7 @@ def flatmap_body(context, body):
         return st.one_of(
             st.just(body), st.sampled_from(MODELS).map(lambda m: _repaired_chat(body, m))
         )
-    if path == "/api/llm/keys/" and context.operation.method.lower() == "post":
+    if path in KEY_POSTS and context.operation.method.lower() == "post":
         valid = {**body, "provider": "openrouter", "key": "sk-or-v1-fuzz0000000000000000000001"}
         return st.sampled_from([body, valid])
     return st.just(body)

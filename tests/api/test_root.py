@@ -34,6 +34,7 @@ def test_api_root_lists_every_endpoint(admin_client):
         "calls",
         "cost-report",
         "keys",
+        "my-keys",
         "providers",
         "health",
         "chat-completions",

@@ -1,0 +1,92 @@
+"""``me/keys/`` and ``me/keys/<id>/`` (any user): the caller's own provider keys (SPEC §12.2),
+masked; used for the caller's calls only."""
+
+import pytest
+
+from llm_providers.keys import resolve_keys
+from llm_providers.models import APIKey
+from tests.api.support import API, assert_error
+from tests.api.test_keys import SPEC_FIELDS, assert_no_plaintext
+from tests.conftest import FAKE_KEYS
+
+pytestmark = pytest.mark.django_db
+
+MY_KEYS = API + "me/keys/"
+OWN_KEY = "sk-or-v1-users0own0openrouter0key00000usr1"
+NEXT_KEY = "sk-or-v1-users0new0openrouter0key00000usr2"
+
+
+def mine(key_id: int) -> str:
+    return f"{MY_KEYS}{key_id}/"
+
+
+def add(client, key=OWN_KEY, provider="openrouter", **extra):
+    return client.post(MY_KEYS, {"provider": provider, "key": key, **extra}, format="json")
+
+
+def test_add_list_and_use_an_own_key(api, user, other_user):
+    added = add(api, label="mine")
+
+    assert added.status_code == 201
+    body = added.json()
+    assert list(body) == SPEC_FIELDS
+    assert (body["provider"], body["label"], body["mask"], body["active"]) == (
+        "openrouter",
+        "mine",
+        "sk-or-…usr1",
+        True,
+    )
+    assert_no_plaintext(added, OWN_KEY)
+    listed = api.get(MY_KEYS)
+    assert listed.json() == [body]
+    assert_no_plaintext(listed, OWN_KEY)
+    row = APIKey.objects.get(pk=body["id"])
+    assert (row.owner_id, row.secret()) == (user.pk, OWN_KEY)
+    assert OWN_KEY not in row.encrypted_secret
+    assert resolve_keys(user.pk)["openrouter"].secret == OWN_KEY
+    assert "openrouter" not in resolve_keys(other_user.pk)
+
+
+def test_a_new_key_replaces_the_previous_one(api, user):
+    first = add(api).json()
+    second = add(api, NEXT_KEY).json()
+
+    assert [row["id"] for row in api.get(MY_KEYS).json()] == [second["id"]]
+    assert not APIKey.objects.filter(pk=first["id"]).exists()
+    assert resolve_keys(user.pk)["openrouter"].secret == NEXT_KEY
+
+
+def test_each_user_sees_only_their_own_keys(api, other_api, staff_api):
+    add(api)
+    platform = APIKey(provider="gemini")
+    platform.set_secret(FAKE_KEYS["gemini"])
+    platform.save()
+
+    assert other_api.get(MY_KEYS).json() == []
+    assert staff_api.get(MY_KEYS).json() == []  # staff have keys of their own too, not others'
+
+
+def test_delete_only_own_keys(api, other_api, user):
+    key_id = add(api).json()["id"]
+
+    assert_error(other_api.delete(mine(key_id)), 404, "not_found")
+    assert APIKey.objects.filter(pk=key_id).exists()
+
+    assert api.delete(mine(key_id)).status_code == 204
+    assert not APIKey.objects.filter(pk=key_id).exists()
+    assert resolve_keys(user.pk) == {}
+    assert_error(api.delete(mine(key_id)), 404, "not_found")
+
+
+def test_bad_input_is_a_400(api):
+    assert_error(add(api, provider="nope"), 400, "invalid_request")
+    assert_error(add(api, key="short"), 400, "invalid_request")
+    assert_error(
+        api.post(MY_KEYS, {"provider": "openrouter"}, format="json"), 400, "invalid_request"
+    )
+    assert APIKey.objects.count() == 0
+
+
+def test_anonymous_callers_are_refused(anon):
+    assert_error(anon.get(MY_KEYS), 401, "not_authenticated")
+    assert_error(add(anon), 401, "not_authenticated")
