@@ -239,8 +239,13 @@ def record_key_outcome(key: ResolvedKey, error: LLMError | None) -> None:
 
     Cost: a success is one cache read (and one delete only after rejections were counted);
     a rejection is an ``add`` or ``incr``. ``LLM_CIRCUIT_FAILURES`` below 1 turns it off.
+
+    A user's own key (SPEC §12.2) is left alone: deactivating it would switch its owner's
+    calls to the platform's key (and their cost limit) without their say. Each rejection is
+    reported to them instead (the router names it as their key), until they replace or delete
+    it under ``me/keys/``.
     """
-    if not key.secret:  # a provider that needs no key
+    if not key.secret or key.is_users:  # no key; a user's own key (see below)
         return
     counter = _rejections_key(key)
     if error is None:

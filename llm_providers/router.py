@@ -35,11 +35,12 @@ from .exceptions import (
     FailedAttempt,
     InvalidRequest,
     LLMError,
+    ProviderAuthError,
     ProviderFailure,
     ProviderUnavailable,
     StreamInterrupted,
 )
-from .keys import mark_used, record_key_outcome, resolve_keys
+from .keys import mark_used, record_key_outcome, rejects_key, resolve_keys
 from .providers.base import ProviderStream
 from .results import Attempt, ChatRequest, Completion, Generation, Message, TextDelta, Usage
 from .structured import check_schema
@@ -293,14 +294,36 @@ def _all_failed(attempts: Sequence[Attempt], chain: Chain) -> AllProvidersFailed
 
 def _health(step: Step, error: LLMError | None) -> None:
     """Tell the step's circuit and key how the call went: provider failures count, caller
-    errors (content refused, a window too small) say nothing about the provider's health."""
+    errors (content refused, a window too small) say nothing about the provider's health, nor
+    does a user's own key refused (their key, not the provider, is at fault: it must not open
+    the circuit for everyone).
+
+    A user's own key is never swapped for the platform's within a call (SPEC §12.2): the chain
+    was planned with the caller's keys, one per provider, so a later entry of the same
+    provider uses the same key and other providers may still answer."""
+    own_key_refused = step.key.is_users and isinstance(error, ProviderAuthError)
     if error is None:
         circuits.record_success(step.name)
-    elif isinstance(error, ProviderFailure):
+    elif isinstance(error, ProviderFailure) and not own_key_refused:
         circuits.record_failure(step.name)
+    if own_key_refused and rejects_key(error):
+        _name_own_key(step, error)
     # A stored key its provider rejects on LLM_CIRCUIT_FAILURES calls in a row is
     # deactivated (SPEC §6); costs one cache read on a success.
     record_key_outcome(step.key, error)
+
+
+def _name_own_key(step: Step, error: LLMError) -> None:
+    """Say in ``error`` (what the caller, the key's owner, gets back, and the ledger row) that
+    the provider rejected *their own* key, and what to do about it. The providers word a
+    rejection "<provider> rejected the key from <source>"; the source of a user's key reads
+    "your own key (me/keys/ #12, sk-or-…abcd)"."""
+    message = error.message.replace(f"the key from {step.key.source}", step.key.source)
+    error.message = (
+        f"{message}. Replace or delete it under me/keys/; the call was not retried with the "
+        "platform's key."
+    )
+    error.args = (error.message,)
 
 
 # --- Preparing a request ---------------------------------------------------------------------

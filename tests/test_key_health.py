@@ -185,6 +185,22 @@ def test_n_rejections_in_a_row_deactivate_a_stored_key(http, caplog):
     assert "openrouter" not in keys.resolve_keys()  # every process drops it (cache version)
 
 
+def test_a_users_own_key_is_never_deactivated_by_key_health(http, django_user_model):
+    # Deactivating it would switch its owner's calls to the platform's key without their say
+    # (SPEC §12.2): each rejection is reported to them instead.
+    owner = django_user_model.objects.create_user("owner")
+    key = store()
+    APIKey.objects.filter(pk=key.pk).update(owner=owner)
+    resolved = keys.resolve_keys(owner.pk)["openrouter"]
+    key_check_refuses(http)
+
+    for _ in range(5):
+        keys.record_key_outcome(resolved, rejected())
+
+    assert resolved.owner == "user"
+    assert fresh(key).active and len(http.calls) == 0
+
+
 def test_a_success_in_between_resets_the_count(http):
     key = store()
     resolved = keys.resolve_keys()["openrouter"]

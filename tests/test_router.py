@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from llm_providers import circuits
 from llm_providers.exceptions import (
     AllProvidersFailed,
     BudgetExceeded,
@@ -12,6 +13,7 @@ from llm_providers.exceptions import (
     InvalidRequest,
     InvalidStructuredOutput,
     ModelNotFound,
+    ProviderAuthError,
     ProviderFailure,
     ProviderNotConfigured,
     StreamInterrupted,
@@ -563,3 +565,45 @@ def test_a_users_calls_carry_their_own_key_and_no_one_elses(django_user_model, u
         f"Bearer {FAKE_KEYS['openrouter']}",
         f"Bearer {FAKE_KEYS['openrouter']}",
     ]
+
+
+def _own_openrouter_key(user):
+    own = APIKey(provider="openrouter", owner=user)
+    own.set_secret(OWN_OPENROUTER_KEY)
+    own.save()
+    return own
+
+
+@pytest.mark.django_db
+def test_a_rejected_own_key_is_reported_as_theirs_and_not_retried_with_the_platforms(
+    django_user_model, use_keys, http, settings
+):
+    settings.LLM_CIRCUIT_FAILURES = 2
+    use_keys("openrouter", "huggingface")
+    alice = django_user_model.objects.create_user("alice")
+    own = _own_openrouter_key(alice)
+    rejected = {"error": {"code": 401, "message": "User not found."}}
+    http.post(OPENROUTER_CHAT, status=401, json=rejected)
+    http.post(HF_CHAT, json=openai_ok("from hf", "meta-llama/Llama-3.1-8B-Instruct"))
+
+    # Another provider of the chain (with the platform's key) may still answer...
+    answered = llm_generate("hello", user_id=alice, provider="openrouter")
+    # ...but OpenRouter is never asked with the platform's key.
+    with pytest.raises(AllProvidersFailed) as caught:
+        llm_generate("hello", user_id=alice, provider="openrouter", fallback=False)
+
+    assert answered.provider == "huggingface"
+    sent = [c.request.headers["Authorization"] for c in http.calls if "openrouter" in c.request.url]
+    assert sent == [f"Bearer {OWN_OPENROUTER_KEY}"] * 2
+    [failure] = caught.value.failures
+    assert isinstance(failure.error, ProviderAuthError)
+    message = str(caught.value)
+    assert f"OpenRouter rejected your own key (me/keys/ #{own.pk}, sk-or-…usr1)" in message
+    assert "me/keys/" in message and OWN_OPENROUTER_KEY not in message
+    row = LedgerEntry.objects.filter(provider="openrouter", key_owner="user").first()
+    assert "your own key" in row.error_message
+    # Their key is at fault, not OpenRouter: the circuit stays closed for everyone, and the key
+    # stays theirs to replace or delete (it is not deactivated behind their back).
+    assert circuits.allow("openrouter")
+    own.refresh_from_db()
+    assert own.active
