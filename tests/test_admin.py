@@ -330,7 +330,7 @@ def test_deactivate_action(admin_client):
 @pytest.mark.django_db
 def test_key_list_shows_a_users_key_by_owner_and_mask_only(admin_client, django_user_model):
     owner = django_user_model.objects.create_user("keyowner")
-    secret = "sk-or-v1-users0own0openrouter0key00000usr1"
+    secret = "sk-or-v1-q7w3e9r1t5y8u2i6o4p0a3s7d1f9g5h2usr1"
     key = APIKey(provider="openrouter", owner=owner)
     key.set_secret(secret)
     key.save()

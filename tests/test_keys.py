@@ -223,7 +223,7 @@ def test_mark_used_stamps_database_keys_only(use_keys):
 
 # --- users' own keys (SPEC §12.2) -----------------------------------------------------------------
 
-USER_KEY = "sk-or-v1-users0own0openrouter0key00000usr1"
+USER_KEY = "sk-or-v1-q7w3e9r1t5y8u2i6o4p0a3s7d1f9g5h2usr1"
 
 
 def store_own(user, provider: str, secret: str, *, active: bool = True):
@@ -269,8 +269,8 @@ def test_one_active_key_per_provider_and_owner(django_user_model):
     bob = django_user_model.objects.create_user("bob")
     platform = store("openrouter")
     first = store_own(alice, "openrouter", USER_KEY)
-    bobs = store_own(bob, "openrouter", "sk-or-v1-bobs0own0openrouter0key000000bob2")
-    second = store_own(alice, "openrouter", "sk-or-v1-users0own0openrouter0key00000usr3")
+    bobs = store_own(bob, "openrouter", "sk-or-v1-p9o5i1u7y3t8r2e6w0q4l9k3j7h1g5f2bob2")
+    second = store_own(alice, "openrouter", "sk-or-v1-m1n5b9v3c7x2z6l0k4j8h1g5f9d3s7a2usr3")
 
     active = set(APIKey.objects.filter(active=True).values_list("pk", flat=True))
     assert active == {platform.pk, bobs.pk, second.pk}

@@ -542,7 +542,7 @@ def test_openrouter_stream_broken_after_text_is_charged_an_estimate(use_keys, ht
 
 # --- Users' own keys (SPEC §12.2) --------------------------------------------------------------
 
-OWN_OPENROUTER_KEY = "sk-or-v1-users0own0openrouter0key00000usr1"
+OWN_OPENROUTER_KEY = "sk-or-v1-q7w3e9r1t5y8u2i6o4p0a3s7d1f9g5h2usr1"
 
 
 @pytest.mark.django_db

@@ -18,7 +18,7 @@ from tests.test_router import openai_ok
 pytestmark = pytest.mark.django_db
 
 OPENROUTER_CHAT = f"{OPENROUTER_URL}/chat/completions"
-OWN_KEY = "sk-or-v1-users0own0openrouter0key00000usr1"
+OWN_KEY = "sk-or-v1-q7w3e9r1t5y8u2i6o4p0a3s7d1f9g5h2usr1"
 
 
 @pytest.fixture

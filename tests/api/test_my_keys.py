@@ -12,8 +12,8 @@ from tests.conftest import FAKE_KEYS
 pytestmark = pytest.mark.django_db
 
 MY_KEYS = API + "me/keys/"
-OWN_KEY = "sk-or-v1-users0own0openrouter0key00000usr1"
-NEXT_KEY = "sk-or-v1-users0new0openrouter0key00000usr2"
+OWN_KEY = "sk-or-v1-q7w3e9r1t5y8u2i6o4p0a3s7d1f9g5h2usr1"
+NEXT_KEY = "sk-or-v1-z4x8c2v6b0n3m7k1j5h9g2f6d0s4a8q3usr2"
 
 
 def mine(key_id: int) -> str:
