@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from django.contrib.auth import get_user_model
 from django.core import checks
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -59,7 +60,8 @@ def test_model_round_trip_and_raw_row_holds_no_plaintext():
 
 @pytest.fixture
 def sqlite_file_db(tmp_path):
-    """A second, file-backed SQLite database with the APIKey table, as alias ``keyfile``.
+    """A second, file-backed SQLite database with the APIKey table (and the users' table its
+    ``owner`` refers to), as alias ``keyfile``.
 
     The test database itself is in memory (pytest-django's SQLite default), so the bytes on disk
     are checked in a real database file the ORM writes through Django's SQLite backend.
@@ -73,6 +75,7 @@ def sqlite_file_db(tmp_path):
     connections["keyfile"] = SQLiteDatabaseWrapper(settings_dict, alias="keyfile")
     try:
         with connections["keyfile"].schema_editor() as editor:
+            editor.create_model(get_user_model())
             editor.create_model(APIKey)
         yield path
     finally:
