@@ -47,6 +47,8 @@ class ResolvedKey:
     source: str  # for messages: where the key came from, never the key itself
     key_id: int | None = None  # the APIKey row, when it came from the database
     owner: str = "platform"  # whose key: "platform" or "user" (the caller's own, SPEC §12.2)
+    # A user's key whose owner lets a call it cannot make be retried with the platform's key.
+    platform_fallback: bool = False
 
     @property
     def is_users(self) -> bool:
@@ -79,6 +81,7 @@ def stored_key(row: APIKey) -> ResolvedKey:
             source=f"your own key (me/keys/ #{row.pk}, {mask})",
             key_id=row.pk,
             owner=USER,
+            platform_fallback=row.platform_fallback,
         )
     label = f" {row.label!r}" if row.label else ""
     return ResolvedKey(

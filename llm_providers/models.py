@@ -61,6 +61,9 @@ class APIKey(models.Model):
         related_name="llm_keys",
         editable=False,
     )
+    # A user's own key (SPEC §12.2): when its provider rejects it, may the call be retried with
+    # the platform's key (and count against the user's budget)? Only if its owner said so.
+    platform_fallback = models.BooleanField(default=False, editable=False)
 
     class Meta:
         verbose_name = "API key"

@@ -313,16 +313,27 @@ def _health(step: Step, error: LLMError | None) -> None:
     record_key_outcome(step.key, error)
 
 
+def _with_platform_key(step: Step, error: LLMError) -> Step | None:
+    """The same entry with the platform's key, when the provider refused the caller's own key
+    and its owner allowed that (``platform_fallback`` on the key, ``me/keys/``)."""
+    if not (step.key.is_users and step.key.platform_fallback and rejects_key(error)):
+        return None
+    platform = resolve_keys().get(step.name)
+    return replace(step, key=platform) if platform is not None else None
+
+
 def _name_own_key(step: Step, error: LLMError) -> None:
     """Say in ``error`` (what the caller, the key's owner, gets back, and the ledger row) that
     the provider rejected *their own* key, and what to do about it. The providers word a
     rejection "<provider> rejected the key from <source>"; the source of a user's key reads
     "your own key (me/keys/ #12, sk-or-…abcd)"."""
     message = error.message.replace(f"the key from {step.key.source}", step.key.source)
-    error.message = (
-        f"{message}. Replace or delete it under me/keys/; the call was not retried with the "
-        "platform's key."
+    retried = (
+        "the call was retried with the platform's key, as the key allows"
+        if step.key.platform_fallback
+        else "the call was not retried with the platform's key"
     )
+    error.message = f"{message}. Replace or delete it under me/keys/; {retried}."
     error.args = (error.message,)
 
 
@@ -371,12 +382,15 @@ def _chain_estimate(
     not be held against the limit, or let through at 0 (``"allow"``), recorded ``unpriced``.
 
     Entries that would use the user's own key are left out (they do not count against the
-    cost limit, ``budgets``), unless ``LLM_BYOK_COUNTS_AGAINST_BUDGET``: a chain of the
-    user's keys only reserves nothing but its call."""
+    cost limit, ``budgets``), unless ``LLM_BYOK_COUNTS_AGAINST_BUDGET`` or the key lets a
+    refused call be retried with the platform's key: a chain of the user's keys only reserves
+    nothing but its call."""
     chars = _prompt_chars(request)
     max_tokens = request.max_tokens or int(llm_settings.LLM_DEFAULT_MAX_TOKENS)
     limited = uid is not None and limits.cost is not None
-    counted = [s for s in steps if budgets.counts_byok() or not s.key.is_users]
+    counted = [
+        s for s in steps if budgets.counts_byok() or not s.key.is_users or s.key.platform_fallback
+    ]
     if not counted:
         return Decimal(0)
     estimate, unpriced = chain_worst_case(
@@ -449,7 +463,7 @@ def _run(request: ChatRequest, steps: list[Step], tracker: Tracker, deadline: fl
             completion = _client(step, deadline).complete(_for_step(request, step))
         except MOVES_ON as exc:
             _health(step, exc)
-            nxt = chain.next()
+            nxt = _with_platform_key(step, exc) or chain.next()
             tracker.end(_attempt_failed(step, exc, started), nxt)
             step = nxt
             continue
@@ -533,7 +547,7 @@ def _stream(
                     tracker.end(attempt, step)
                     continue
                 if isinstance(exc, MOVES_ON):
-                    step = chain.next()
+                    step = _with_platform_key(step, exc) or chain.next()
                     mode = "prefill" if delivered else "fresh"
                     tracker.end(attempt, step)
                     continue
@@ -577,7 +591,7 @@ def _stream(
                     attempt.partial_usage = _estimated_usage(request, upstream.state.text)
                     attempt.usage_estimated = True
                 if isinstance(exc, MOVES_ON):
-                    step = chain.next()
+                    step = _with_platform_key(step, exc) or chain.next()
                     mode = "prefill" if delivered else "fresh"
                     tracker.end(attempt, step)
                     continue

@@ -21,7 +21,7 @@ from llm_providers.exceptions import (
 )
 from llm_providers.keys import resolve_keys
 from llm_providers.main_text_generation import llm_generate, llm_stream, llm_text_gen
-from llm_providers.models import APIKey, LedgerEntry
+from llm_providers.models import APIKey, LedgerEntry, UsageSummary
 from llm_providers.registry import primary_provider
 from llm_providers.results import Generation, TextDelta
 from tests.conftest import FAKE_KEYS, GEMINI_URL, HF_URL, OPENROUTER_URL
@@ -607,3 +607,30 @@ def test_a_rejected_own_key_is_reported_as_theirs_and_not_retried_with_the_platf
     assert circuits.allow("openrouter")
     own.refresh_from_db()
     assert own.active
+
+
+@pytest.mark.django_db
+def test_a_rejected_own_key_is_retried_with_the_platforms_when_its_owner_allowed_it(
+    django_user_model, use_keys, http, settings
+):
+    settings.LLM_DEFAULT_MONTHLY_COST_LIMIT = "5"
+    use_keys("openrouter")
+    alice = django_user_model.objects.create_user("alice")
+    own = _own_openrouter_key(alice)
+    own.platform_fallback = True
+    own.save()
+    http.post(OPENROUTER_CHAT, status=401, json={"error": {"code": 401, "message": "No."}})
+    http.post(OPENROUTER_CHAT, json=openai_ok("with the platform's", "openai/gpt-4o-mini"))
+
+    out = llm_generate("hello", user_id=alice, provider="openrouter", fallback=False)
+
+    assert out.text == "with the platform's"
+    sent = [c.request.headers["Authorization"] for c in http.calls]
+    assert sent == [f"Bearer {OWN_OPENROUTER_KEY}", f"Bearer {FAKE_KEYS['openrouter']}"]
+    rows = list(LedgerEntry.objects.order_by("id").values_list("key_owner", "status"))
+    assert rows == [("user", "error"), ("platform", "success")]
+    assert "retried with the platform's key" in LedgerEntry.objects.order_by("id")[0].error_message
+    # The platform's key may be used, so the call was reserved against the budget.
+    summary = UsageSummary.objects.get(user=alice)
+    assert (summary.reserved_calls, summary.reserved_cost) == (0, 0)
+    assert summary.total_cost == sum(r.cost for r in LedgerEntry.objects.all())

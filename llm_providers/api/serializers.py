@@ -222,6 +222,19 @@ class APIKeyCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         return attrs
 
 
+class MyKeySerializer(APIKeySerializer):
+    """A user's own key (``me/keys/``): the mask, and whether a call its provider rejects may be
+    retried with the platform's key."""
+
+    class Meta(APIKeySerializer.Meta):
+        fields = [*APIKeySerializer.Meta.fields, "platform_fallback"]
+        read_only_fields = fields
+
+
+class MyKeyCreateSerializer(APIKeyCreateSerializer):
+    platform_fallback = StrictBooleanField(required=False, default=False)
+
+
 class APIKeyUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     key = StrictCharField(required=False, write_only=True, trim_whitespace=False)
     label = StrictCharField(required=False, allow_blank=True, max_length=100)

@@ -410,24 +410,25 @@ class MyKeyListView(AppAPIView):
     """The caller's own provider keys (SPEC §12.2), masked; adding one (any authenticated
     user): stored encrypted, used at once for the caller's calls to that provider, in place of
     their previous key for it (deleted: a user's key has no use once replaced).
-    ``?validate=1`` tests it with its provider first."""
+    ``?validate=1`` tests it with its provider first; ``platform_fallback: true`` lets a call
+    the provider refuses with it be retried with the platform's key."""
 
-    @extend_schema(responses={200: s.APIKeySerializer(many=True)})
+    @extend_schema(responses={200: s.MyKeySerializer(many=True)})
     def get(self, request):
         keys = APIKey.objects.filter(owner=request.user)
-        return Response(s.APIKeySerializer(keys, many=True).data)
+        return Response(s.MyKeySerializer(keys, many=True).data)
 
     @extend_schema(
         parameters=[_VALIDATE],
-        request=s.APIKeyCreateSerializer,
+        request=s.MyKeyCreateSerializer,
         responses={
-            201: s.APIKeySerializer,
+            201: s.MyKeySerializer,
             **{code: OpenApiResponse(_ERROR) for code in (400, 502, 504)},
         },
     )
     def post(self, request):
         validate = _validate_param(request)
-        params = s.APIKeyCreateSerializer(data=request.data)
+        params = s.MyKeyCreateSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         provider = params.validated_data["provider"]
         key = APIKey(
@@ -435,6 +436,7 @@ class MyKeyListView(AppAPIView):
             label=params.validated_data["label"],
             owner=request.user,
             active=True,
+            platform_fallback=params.validated_data["platform_fallback"],
         )
         key.set_secret(params.validated_data["key"])
         if validate:
@@ -444,7 +446,7 @@ class MyKeyListView(AppAPIView):
             for old in APIKey.objects.filter(owner=request.user, provider=provider):
                 old.delete()
             key.save()
-        return Response(s.APIKeySerializer(key).data, status=status.HTTP_201_CREATED)
+        return Response(s.MyKeySerializer(key).data, status=status.HTTP_201_CREATED)
 
 
 class MyKeyDetailView(AppAPIView):

@@ -29,7 +29,7 @@ def test_add_list_and_use_an_own_key(api, user, other_user):
 
     assert added.status_code == 201
     body = added.json()
-    assert list(body) == SPEC_FIELDS
+    assert list(body) == [*SPEC_FIELDS, "platform_fallback"]
     assert (body["provider"], body["label"], body["mask"], body["active"]) == (
         "openrouter",
         "mine",
@@ -90,3 +90,12 @@ def test_bad_input_is_a_400(api):
 def test_anonymous_callers_are_refused(anon):
     assert_error(anon.get(MY_KEYS), 401, "not_authenticated")
     assert_error(add(anon), 401, "not_authenticated")
+
+
+def test_a_key_may_let_refused_calls_use_the_platforms_key(api, user):
+    reply = add(api, platform_fallback=True)
+    assert reply.status_code == 201, reply.content
+    assert reply.json()["platform_fallback"] is True
+    assert APIKey.objects.get(owner=user).platform_fallback
+    listed = api.get(MY_KEYS).json()
+    assert [k["platform_fallback"] for k in listed] == [True]
