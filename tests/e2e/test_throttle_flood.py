@@ -50,9 +50,9 @@ def throttled(make_command, flood_fake, database, e2e_dir, main):
         LLM_API_GENERATION_RATE=f"{RATE}/min",
     )
     del env["GUNICORN_WORKERS"]  # the Makefile's default
-    # Each busy thread holds a database connection: 3 × 128 of them would pass the 100 that
+    # Each busy thread holds a database connection: 3 x 128 of them would pass the 100 that
     # CI's PostgreSQL allows (shared with the session's other servers) before the throttle
-    # answers. 3 × 20 threads still take the 200 requests concurrently enough to race.
+    # answers. 3 x 20 threads still take the 200 requests concurrently enough to race.
     env["GUNICORN_THREADS"] = "20"
     server = Server("throttle-flood", env, e2e_dir / "throttle-flood.log")
     server.start(make_command, timeout=60)
