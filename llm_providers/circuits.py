@@ -50,13 +50,14 @@ from django.core.cache import cache
 
 from . import registry
 from .conf import llm_settings
+from .counting import count_up
 
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
 
-# Read-modify-write steps (a probe's claim, a failure's count) are not atomic with every
-# backend (see above); this makes them so at least among the threads of one process.
+# A probe's claim is not atomic with every backend (see above); this makes it so at least
+# among the threads of one process. (A failure's count: ``counting``.)
 _lock = threading.Lock()
 
 
@@ -115,24 +116,8 @@ def record_failure(provider: str) -> None:
             _open(provider, now)
         return
     threshold = int(llm_settings.LLM_CIRCUIT_FAILURES)
-    if threshold >= 1 and _count_failure(provider) >= threshold:
+    if threshold >= 1 and count_up(_key(provider, "failures"), _seconds(_lease())) >= threshold:
         _open(provider, now)
-
-
-def _count_failure(provider: str) -> int:
-    key, window = _key(provider, "failures"), _seconds(_lease())
-    with _lock:
-        if cache.add(key, 1, timeout=window):
-            return 1
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between the two calls
-            cache.add(key, 1, timeout=window)
-            return 1
-    # ``incr`` keeps no timeout with some backends (the file cache stores the new value with
-    # the default one): each failure sets the window again.
-    cache.touch(key, timeout=window)
-    return count
 
 
 def _open(provider: str, now: float) -> None:

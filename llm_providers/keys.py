@@ -17,7 +17,6 @@ costs nothing more than a set lookup.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +28,7 @@ from django.utils import timezone
 
 from . import cache_version
 from .conf import DEFAULTS, llm_settings
+from .counting import count_up
 from .exceptions import InsufficientCredits, LLMError, ProviderAuthError
 from .models import APIKey, mask_secret
 from .registry import provider_class, provider_classes
@@ -220,7 +220,6 @@ def rejects_key(error: LLMError | None) -> bool:
 # Consecutive rejections are forgotten a day after the last one: "in a row" means calls of the
 # same incident, not one rejection a week.
 _REJECTIONS_TIMEOUT = 24 * 3600
-_lock = threading.Lock()
 
 
 def _rejections_key(key: ResolvedKey) -> str:
@@ -258,23 +257,9 @@ def record_key_outcome(key: ResolvedKey, error: LLMError | None) -> None:
     threshold = int(llm_settings.LLM_CIRCUIT_FAILURES)
     if threshold < 1 or not rejects_key(error):
         return
-    count = _count_rejection(counter)
+    count = count_up(counter, _REJECTIONS_TIMEOUT)
     if count >= threshold:
         _confirm_rejection(key, error, count)
-
-
-def _count_rejection(counter: str) -> int:
-    # add and incr are each atomic with Redis; the lock serializes one process's threads.
-    with _lock:
-        if cache.add(counter, 1, timeout=_REJECTIONS_TIMEOUT):
-            return 1
-        try:
-            count = cache.incr(counter)
-        except ValueError:  # expired between the two calls
-            cache.add(counter, 1, timeout=_REJECTIONS_TIMEOUT)
-            return 1
-    cache.touch(counter, timeout=_REJECTIONS_TIMEOUT)  # incr keeps no timeout with some backends
-    return count
 
 
 def _confirm_rejection(key: ResolvedKey, error: LLMError, count: int) -> None:
