@@ -42,6 +42,7 @@ Costs in cache operations (a ``get_many`` or ``delete_many`` is one round trip w
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -50,11 +51,13 @@ from django.core.cache import cache
 
 from . import registry
 from .conf import llm_settings
-from .counting import count_up
+from .counting import CountLockTimeout, count_up
 
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
+
+logger = logging.getLogger(__name__)
 
 # A probe's claim is not atomic with every backend (see above); this makes it so at least
 # among the threads of one process. (A failure's count: ``counting``.)
@@ -116,7 +119,14 @@ def record_failure(provider: str) -> None:
             _open(provider, now)
         return
     threshold = int(llm_settings.LLM_CIRCUIT_FAILURES)
-    if threshold >= 1 and count_up(_key(provider, "failures"), _seconds(_lease())) >= threshold:
+    if threshold < 1:
+        return
+    try:
+        failures = count_up(_key(provider, "failures"), _seconds(_lease()))
+    except CountLockTimeout:  # a stalled cache: the next failure counts
+        logger.warning("Circuit of %s: its failure count could not be updated.", provider)
+        return
+    if failures >= threshold:
         _open(provider, now)
 
 

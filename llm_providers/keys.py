@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from . import cache_version
 from .conf import DEFAULTS, llm_settings
-from .counting import count_up
+from .counting import CountLockTimeout, count_up
 from .exceptions import InsufficientCredits, LLMError, ProviderAuthError
 from .models import APIKey, mask_secret
 from .registry import provider_class, provider_classes
@@ -257,7 +257,11 @@ def record_key_outcome(key: ResolvedKey, error: LLMError | None) -> None:
     threshold = int(llm_settings.LLM_CIRCUIT_FAILURES)
     if threshold < 1 or not rejects_key(error):
         return
-    count = count_up(counter, _REJECTIONS_TIMEOUT)
+    try:
+        count = count_up(counter, _REJECTIONS_TIMEOUT)
+    except CountLockTimeout:  # a stalled cache: the next rejection counts
+        logger.warning("The rejections of a %s key could not be counted.", key.provider)
+        return
     if count >= threshold:
         _confirm_rejection(key, error, count)
 

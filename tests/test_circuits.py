@@ -9,6 +9,7 @@ import time
 
 import pytest
 from django.core.cache import caches
+from django.core.cache.backends.filebased import FileBasedCache
 
 from llm_providers import circuits
 
@@ -235,4 +236,7 @@ def test_a_success_after_failures_deletes_them(operations):
     assert operations == ["get_many", "delete_many"]
     operations.clear()
     circuits.record_failure("openrouter")  # counted from 1 again: one add, no incr
-    assert operations == ["get", "add"]
+    if isinstance(caches["default"], FileBasedCache):  # a read and a write under the count's file lock
+        assert operations == ["get", "get", "set"]
+    else:
+        assert operations == ["get", "add"]

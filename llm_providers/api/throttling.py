@@ -1,128 +1,30 @@
-"""Per-user throttles: DRF's ``UserRateThrottle``, counted in Django's default cache, with the
-rates taken from the app's settings (``LLM_API_RATE``, ``LLM_API_GENERATION_RATE``) rather than
-the host project's ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]``.
+"""Per-user throttles: DRF's ``UserRateThrottle`` (its rates, cache keys, ``wait()`` and the
+``Retry-After`` it becomes), with the rates taken from the app's settings (``LLM_API_RATE``,
+``LLM_API_GENERATION_RATE``) rather than the host project's
+``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]``, and counted so that a rate holds across every
+process and machine sharing the cache.
 
-DRF reads a history from the cache, filters it and writes it back: two processes doing that at
-once each write their own version and one request goes uncounted, so a flood through several
-workers admitted several times the rate. Here that read-modify-write is done under a lock on its
-key, held by every process that shares the cache:
-
-- the file cache (the embedded default, shared by the processes of one machine): an OS lock
-  (``fcntl.flock``) on one of a fixed set of lock files beside the cache's files, released by the
-  kernel if its holder dies;
-- any other cache (Redis across machines; locmem, memcached): a key taken with ``cache.add``,
-  atomic there, which expires on its own after ``LOCK_TTL`` seconds if its holder dies.
-
-The histories stay DRF's (a list of timestamps under ``throttle_<scope>_<user>``), and so do
-``wait()`` and the ``Retry-After`` it becomes.
+DRF keeps a history of timestamps per user and writes it back after reading it: two processes
+doing that at once each write their own version and one request goes uncounted, and with many
+requests in flight for one user every one of them waits for the others' read and write. Here a
+user's requests are counted per window of the rate's length (``counting.count_up``: one atomic
+increment) and the rate is checked against a sliding window: the current window's count plus
+the previous window's, weighted by how much of it the sliding window still covers. A refused
+request is taken back out of the count, as DRF does not count it either.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import random
-import time
-import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import math
 
-from django.conf import settings
-from django.core.cache import DEFAULT_CACHE_ALIAS, BaseCache, caches
-from django.core.cache.backends.filebased import FileBasedCache
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from rest_framework import throttling
 
 from ..conf import llm_settings
+from ..counting import LOCK_WAIT, CountLockTimeout, count_up
 
 logger = logging.getLogger(__name__)
-
-# Seconds a ``cache.add`` lock lives if its holder never releases it (a killed worker). Whole
-# seconds: Redis and memcached round a timeout down to an integer.
-LOCK_TTL = 1
-# Seconds a request waits for the lock of its key before it is refused (see ``allow_request``).
-LOCK_WAIT = 1.0
-# Lock files of the file cache: a fixed set, so they never accumulate with users; two keys that
-# share one wait for each other only for the length of a cache read and write.
-LOCK_STRIPES = 256
-# Polling for a busy lock: first retry after this many seconds, doubling up to the maximum.
-POLL_FIRST, POLL_MAX = 0.0005, 0.01
-
-
-class ThrottleLockTimeout(Exception):
-    """The lock of a throttle history could not be taken within its wait."""
-
-
-def _poll(try_acquire: Callable[[], bool], wait: float) -> None:
-    """Call ``try_acquire`` until it returns True; raise ``ThrottleLockTimeout`` after ``wait``
-    seconds. Sleeps are jittered so that waiters released together do not retry together."""
-    deadline = time.monotonic() + wait
-    pause = POLL_FIRST
-    while not try_acquire():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise ThrottleLockTimeout
-        time.sleep(min(left, random.uniform(pause / 2, pause)))
-        pause = min(pause * 2, POLL_MAX)
-
-
-def lock_file_path(directory: str, key: str) -> str:
-    """The lock file of ``key`` in the file cache's ``directory``. The stripe is a CRC of the
-    key, the same in every process (``hash()`` of a string is salted per process). The name
-    does not end in ``.djcache``, so the cache's ``clear()`` and culling leave it alone."""
-    stripe = zlib.crc32(key.encode()) % LOCK_STRIPES
-    return os.path.join(directory, f"throttle-{stripe:03d}.lock")
-
-
-def _open_lock_file(path: str) -> int:
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except FileNotFoundError:  # the cache has written nothing yet: it creates its directory too
-        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-
-
-@contextmanager
-def file_lock(path: str, wait: float = LOCK_WAIT) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path``, waited for at most ``wait`` seconds. A descriptor of
-    its own each time: flock excludes other open files, so threads of one process exclude each
-    other as processes do; and closing it (or the holder's death) releases the lock."""
-    fd = _open_lock_file(path)
-    try:
-
-        def try_acquire() -> bool:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            return True
-
-        _poll(try_acquire, wait)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-@contextmanager
-def cache_lock(cache: BaseCache, key: str, wait: float = LOCK_WAIT) -> Iterator[None]:
-    """A lock taken with ``cache.add(<key>:lock)`` (atomic in Redis, locmem and memcached),
-    waited for at most ``wait`` seconds; it expires by itself after ``LOCK_TTL`` seconds. Released
-    by deleting it only while it is certainly still ours: a holder stalled past ``LOCK_TTL`` may
-    have lost it to another, whose lock it must not delete."""
-    lock_key = f"{key}:lock"
-    taken_at = 0.0
-
-    def try_acquire() -> bool:
-        nonlocal taken_at
-        taken_at = time.monotonic()
-        return cache.add(lock_key, 1, timeout=LOCK_TTL)
-
-    _poll(try_acquire, wait)
-    try:
-        yield
-    finally:
-        if time.monotonic() - taken_at < LOCK_TTL * 0.9:
-            cache.delete(lock_key)
 
 
 class UserRateThrottle(throttling.UserRateThrottle):
@@ -132,59 +34,73 @@ class UserRateThrottle(throttling.UserRateThrottle):
     rate_setting = "LLM_API_RATE"
     cache_alias = DEFAULT_CACHE_ALIAS
     lock_wait = LOCK_WAIT
-    lock_timed_out = False
-
-    @property
-    def cache(self) -> BaseCache:
-        # The backend itself (DRF's class attribute is a proxy): its type picks the lock.
-        return caches[self.cache_alias]
+    retry_after: float | None = None
 
     def get_rate(self) -> str | None:
         return getattr(llm_settings, self.rate_setting)
 
-    def history_lock(self, key: str):
-        """The lock (a context manager) that makes the read-modify-write of the history under
-        ``key`` atomic for every process sharing the cache. Override it for a cache whose own
-        lock is better (a Redis client's ``lock()``, say)."""
-        cache = self.cache
-        if isinstance(cache, FileBasedCache):
-            directory = os.path.abspath(settings.CACHES[self.cache_alias]["LOCATION"])
-            return file_lock(lock_file_path(directory, key), self.lock_wait)
-        return cache_lock(cache, key, self.lock_wait)
-
     def allow_request(self, request, view) -> bool:
-        """DRF's check, under the lock of the history's key. A lock not had within
-        ``lock_wait`` refuses the request (429, retry after ``lock_wait``): it means a cache
-        stalled or a flood on one key, and admitting uncounted requests then is what the
-        throttle exists to prevent — the generation endpoints spend money upstream."""
+        """Count the request in its window and admit it if the sliding window's count is within
+        the rate. A count that cannot be made (the file cache's lock not had within
+        ``lock_wait``: a stalled cache, or a flood on one key) refuses the request: admitting
+        uncounted requests is what the throttle exists to prevent, and the generation
+        endpoints spend money upstream."""
         if self.rate is None:
             return True
-        key = self.get_cache_key(request, view)
-        if key is None:
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
             return True
+        now = self.timer()
+        window = math.floor(now / self.duration)
+        into = (now - window * self.duration) / self.duration  # 0..1 of the current window
+        current_key = f"{self.key}:{window}"
         try:
-            with self.history_lock(key):
-                return super().allow_request(request, view)
-        except ThrottleLockTimeout:
-            self.lock_timed_out = True
+            # Kept for two windows: the next one reads it as its previous.
+            current = count_up(
+                current_key,
+                2 * self.duration,
+                extend=False,
+                wait=self.lock_wait,
+                alias=self.cache_alias,
+            )
+        except CountLockTimeout:
             logger.warning(
-                "Throttle %s: the lock of %s was not free within %gs; request refused.",
+                "Throttle %s: the count of %s could not be taken within %gs; request refused.",
                 self.scope,
-                key,
+                self.key,
                 self.lock_wait,
             )
+            self.retry_after = self.lock_wait
             return False
+        previous = caches[self.cache_alias].get(f"{self.key}:{window - 1}", 0)
+        if previous * (1 - into) + current <= self.num_requests:
+            return True
+        self.retry_after = self._time_until_admitted(previous, current - 1, into)
+        try:
+            count_up(current_key, 2 * self.duration, delta=-1, extend=False, alias=self.cache_alias)
+        except CountLockTimeout:  # counted once too often: this window errs on the safe side
+            pass
+        return False
+
+    def _time_until_admitted(self, previous: int, current: int, into: float) -> float:
+        """Seconds until one more request fits: until the previous window's weight has fallen
+        enough, or, when this window alone is full, until the next window and the weight of
+        this one in it has."""
+        room = self.num_requests - 1 - current
+        if room >= 0 and previous:
+            return max(0.0, (1 - room / previous - into) * self.duration)
+        overflow = current + 1 - self.num_requests  # of this window, into the next one
+        return (1 - into) * self.duration + max(0, overflow) / max(current, 1) * self.duration
 
     def wait(self) -> float | None:
-        if self.lock_timed_out:
-            return self.lock_wait
-        return super().wait()
+        # At least a moment: DRF rounds it up to the Retry-After in whole seconds.
+        return None if self.retry_after is None else max(self.retry_after, 0.001)
 
 
 class GenerationRateThrottle(UserRateThrottle):
     """The endpoints that spend money upstream (``generate/``, ``v1/chat/completions``) have their
-    own, lower rate (``LLM_API_GENERATION_RATE``) instead of the general one: each throttle reads
-    and writes its history in the shared cache on every request, so one is half the cost of two."""
+    own, lower rate (``LLM_API_GENERATION_RATE``) instead of the general one: each throttle counts
+    in the shared cache on every request, so one is half the cost of two."""
 
     scope = "llm_generation"
     rate_setting = "LLM_API_GENERATION_RATE"

@@ -105,12 +105,18 @@ def test_throttles_count_in_redis(api, user, use_keys, http, rates, redis_cache)
     assert_throttled(generate(api))
     assert len(http.calls) == 2
 
-    # The histories are in Redis, where every process and machine sees them.
-    keys = {key.decode().split(":")[-1] for key in redis_cache.keys("*throttle_*")}
-    assert keys == {f"throttle_llm_generation_{user.pk}"}
+    # The counts are in Redis, where every process and machine sees them.
+    assert throttle_keys(redis_cache) == {f"throttle_llm_generation_{user.pk}"}
     # Another process (a fresh cache connection) sees the same count: still throttled.
     cache.close()
     assert_throttled(generate(api))
     assert api.get(API + "usage/").status_code == 200
-    keys = {key.decode().split(":")[-1] for key in redis_cache.keys("*throttle_*")}
-    assert keys == {f"throttle_llm_api_{user.pk}", f"throttle_llm_generation_{user.pk}"}
+    assert throttle_keys(redis_cache) == {
+        f"throttle_llm_api_{user.pk}",
+        f"throttle_llm_generation_{user.pk}",
+    }
+
+
+def throttle_keys(redis_cache) -> set[str]:
+    """The throttle counts in Redis, without their windows (``<prefix>:1:<key>:<window>``)."""
+    return {key.decode().split(":")[-2] for key in redis_cache.keys("*throttle_*")}

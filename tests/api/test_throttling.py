@@ -1,5 +1,6 @@
-"""Per-user throttling: a rate for every endpoint, and a lower one for generation; rates that
-hold across processes (the lock around DRF's history update); the deploy check of the cache."""
+"""Per-user throttling: a rate for every endpoint, and a lower one for generation; a sliding
+window over per-window counts; rates that hold across processes (atomic counts in the shared
+cache); the deploy check of the cache."""
 
 import json
 import os
@@ -11,11 +12,10 @@ import pytest
 from django.core import checks
 from django.core.cache import cache
 
-from llm_providers.api.throttling import (
+from llm_providers.api.throttling import GenerationRateThrottle
+from llm_providers.counting import (
     LOCK_STRIPES,
-    LOCK_TTL,
-    GenerationRateThrottle,
-    ThrottleLockTimeout,
+    CountLockTimeout,
     file_lock,
     lock_file_path,
 )
@@ -33,7 +33,8 @@ def generate(client):
 def assert_throttled(response) -> None:
     error = assert_error(response, 429, "rate_limited")
     wait = int(response["Retry-After"])
-    assert 1 <= wait <= 60
+    # Up to two windows: a full window's count still weighs in the next one.
+    assert 1 <= wait <= 120
     assert error["message"] == f"Request was throttled. Expected available in {wait} seconds."
 
 
@@ -112,13 +113,62 @@ def test_the_rates_can_come_from_the_environment(api, settings, monkeypatch):
         llm_settings.reload()
 
 
-def test_counts_are_drfs_histories_in_djangos_cache(api, user, rates):
-    from django.core.cache import cache
-
+def test_counts_are_per_window_counts_in_djangos_cache(api, user, rates):
     rates("100/min", "100/min")
     assert api.get(API + "usage/").status_code == 200
-    history = cache.get(f"throttle_llm_api_{user.pk}")
-    assert isinstance(history, list) and len(history) == 1
+    window = int(time.time() // 60)
+    counts = [cache.get(f"throttle_llm_api_{user.pk}:{w}") for w in (window - 1, window)]
+    assert counts in ([None, 1], [1, None])  # [1, None]: the window turned meanwhile
+
+
+class Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def check(clock, user_id: int = 7) -> tuple[bool, float | None]:
+    from types import SimpleNamespace
+
+    throttle = GenerationRateThrottle()
+    throttle.timer = clock
+    request = SimpleNamespace(user=SimpleNamespace(pk=user_id, is_authenticated=True))
+    allowed = throttle.allow_request(request, None)
+    return allowed, throttle.wait()
+
+
+def test_the_window_slides_over_the_previous_windows_count(settings):
+    """10/min: ten at the end of one minute fill it; half-way through the next, the previous
+    minute still weighs half (5), so five more fit, and the refusal says when the sixth will."""
+    settings.LLM_API_GENERATION_RATE = "10/min"
+    clock = Clock(600 * 60 + 59.0)  # the last second of a window
+    assert [check(clock)[0] for _ in range(10)] == [True] * 10
+    allowed, wait = check(clock)
+    assert not allowed
+    # This window alone is full: its end (1 s), then until its 10 weigh no more than 9 in the
+    # next one (a tenth of a minute).
+    assert wait == pytest.approx(1 + 6, abs=0.01)
+
+    clock.now = 601 * 60 + 30.0  # half-way through the next window
+    assert [check(clock)[0] for _ in range(5)] == [True] * 5
+    allowed, wait = check(clock)
+    assert not allowed
+    # 10 * (1 - x) + 5 + 1 <= 10 from x = 0.6: 6 s after this instant (x = 0.5).
+    assert wait == pytest.approx(6, abs=0.01)
+    clock.now += 6
+    assert check(clock)[0]
+    assert not check(clock)[0]
+
+
+def test_refused_requests_are_not_counted(settings):
+    settings.LLM_API_GENERATION_RATE = "3/min"
+    clock = Clock(700 * 60 + 1.0)
+    assert [check(clock)[0] for _ in range(10)] == [True] * 3 + [False] * 7
+    assert cache.get(f"throttle_llm_generation_7:{700}") == 3
+    clock.now = 702 * 60 + 1.0  # two windows on: nothing weighs any more
+    assert [check(clock)[0] for _ in range(4)] == [True] * 3 + [False]
 
 
 # --- Across processes -----------------------------------------------------------------------
@@ -189,18 +239,26 @@ def hammer(
 
 def test_the_rate_holds_across_processes_sharing_the_file_cache(cache_dir):
     """Four processes, 320 attempts at once, on the file cache of one machine: exactly the rate
-    is admitted (without the lock, each process overwrote the others' histories)."""
+    is admitted (the file cache's incr is a read and a write: without the lock, concurrent
+    increments were lost)."""
     admitted, waits = hammer("50/min", CACHE_DIR=str(cache_dir), REDIS_URL="")
-    assert admitted == 50
-    assert len(waits) == 4 * 8 * 10 - 50
-    assert all(0 < w <= 60 for w in waits)  # DRF's wait(): the oldest entry's remaining time
+    if admitted != 50:  # the count straddled two windows: the sliding window admits a few more
+        assert 50 < admitted <= 100
+    assert len(waits) == 4 * 8 * 10 - admitted
+    assert all(0 < w <= 120 for w in waits)
 
 
 # --- The lock: bounded, fails closed, freed by a dead holder ----------------------------------
 
 
-def generation_lock_path(directory, user) -> str:
-    return lock_file_path(str(directory), f"throttle_llm_generation_{user.pk}")
+def generation_lock_paths(directory, user) -> set[str]:
+    """The lock files of the user's generation count in this window and the next (the test may
+    cross into it)."""
+    window = int(time.time() // 60)
+    return {
+        lock_file_path(str(directory), f"throttle_llm_generation_{user.pk}:{w}")
+        for w in (window, window + 1)
+    }
 
 
 def test_a_lock_not_had_in_time_refuses_the_request(
@@ -213,17 +271,33 @@ def test_a_lock_not_had_in_time_refuses_the_request(
     http.post(gemini_generate_url(), body=gemini_response())
     monkeypatch.setattr(GenerationRateThrottle, "lock_wait", 0.05)
 
-    with file_lock(generation_lock_path(cache_dir, user)):
+    held = [
+        subprocess.Popen([sys.executable, "-c", HOLD, path], stdout=subprocess.PIPE, text=True)
+        for path in generation_lock_paths(cache_dir, user)
+    ]
+    try:
+        assert all(h.stdout.readline().strip() == "held" for h in held)
         started = time.monotonic()
         response = generate(api)
         waited = time.monotonic() - started
+    finally:
+        for holder in held:
+            holder.kill()
+            holder.wait()
     error = assert_error(response, 429, "rate_limited")
     assert response["Retry-After"] == "1"
     assert "Expected available in 1 second" in error["message"]
     assert waited < 1
     assert len(http.calls) == 0
-    assert "was not free within 0.05s" in caplog.text
+    assert "could not be taken within 0.05s" in caplog.text
     assert generate(api).status_code == 200  # released: counted as usual
+
+
+# Another process holding a lock file until it is killed.
+HOLD = (
+    "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+    "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
+)
 
 
 def test_a_killed_holder_releases_the_file_lock(api, user, use_keys, http, rates, cache_dir):
@@ -231,15 +305,11 @@ def test_a_killed_holder_releases_the_file_lock(api, user, use_keys, http, rates
     rates("100/min", "100/min")
     use_keys("gemini")
     http.post(gemini_generate_url(), body=gemini_response())
-    code = (
-        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
-    )
-    path = generation_lock_path(cache_dir, user)
-    holder = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
+    path = min(generation_lock_paths(cache_dir, user))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, path], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(ThrottleLockTimeout), file_lock(path, wait=0.05):
+        with pytest.raises(CountLockTimeout), file_lock(path, wait=0.05):
             pass
     finally:
         holder.kill()
@@ -249,36 +319,28 @@ def test_a_killed_holder_releases_the_file_lock(api, user, use_keys, http, rates
     assert time.monotonic() - started < 0.5
 
 
-def test_other_caches_lock_with_add_and_a_dead_holders_lock_expires(
-    api, user, use_keys, http, rates, settings
-):
-    """A cache whose ``add`` is atomic (locmem here; Redis, memcached): the lock is a key, freed
-    by its holder; one never freed (a killed worker) expires within LOCK_TTL, and the request
-    waiting for it is then admitted."""
+def test_other_caches_count_with_atomic_add_and_incr(api, user, use_keys, http, rates, settings):
+    """A cache whose ``add`` and ``incr`` are atomic (locmem here; Redis, memcached) counts
+    without a lock, and the rate holds there too."""
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     rates("100/min", "2/min")
     use_keys("gemini")
     http.post(gemini_generate_url(), body=gemini_response())
-    lock_key = f"throttle_llm_generation_{user.pk}:lock"
-
-    assert generate(api).status_code == 200
-    assert cache.get(lock_key) is None  # released
-    assert cache.add(lock_key, 1, timeout=LOCK_TTL)  # a holder that will never release it
-    started = time.monotonic()
-    assert generate(api).status_code == 200
-    assert 0.5 < time.monotonic() - started < LOCK_TTL + 0.5
-    assert_throttled(generate(api))  # still DRF's history and wait()
-    assert len(cache.get(f"throttle_llm_generation_{user.pk}")) == 2
+    assert [generate(api).status_code for _ in range(2)] == [200, 200]
+    assert_throttled(generate(api))
+    window = int(time.time() // 60)
+    counts = [cache.get(f"throttle_llm_generation_{user.pk}:{w}") for w in (window - 1, window)]
+    assert 2 in counts  # the refused one was taken back out
 
 
 def test_lock_files_are_a_fixed_set_beside_the_cache_files(cache_dir):
-    keys = [f"throttle_llm_api_{n}" for n in range(5000)]
+    keys = [f"throttle_llm_api_{n}:{w}" for n in range(5000) for w in (1, 2)]
     paths = {lock_file_path(str(cache_dir), key) for key in keys}
     assert len(paths) <= LOCK_STRIPES
     assert {os.path.dirname(p) for p in paths} == {str(cache_dir)}
     assert not any(p.endswith(".djcache") for p in paths)  # clear() and culling skip them
     # The same stripe in every process (a salted hash() would differ).
-    code = "from llm_providers.api.throttling import lock_file_path as f; print(f('d', 'k'))"
+    code = "from llm_providers.counting import lock_file_path as f; print(f('d', 'k'))"
     assert project_process(code) == lock_file_path("d", "k")
 
 
