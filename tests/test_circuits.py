@@ -236,7 +236,7 @@ def test_a_success_after_failures_deletes_them(operations):
     assert operations == ["get_many", "delete_many"]
     operations.clear()
     circuits.record_failure("openrouter")  # counted from 1 again: one add, no incr
-    if isinstance(caches["default"], FileBasedCache):  # a read and a write under the count's file lock
+    if isinstance(caches["default"], FileBasedCache):  # a read and a write, under a file lock
         assert operations == ["get", "get", "set"]
     else:
         assert operations == ["get", "add"]

@@ -15,6 +15,7 @@ request is taken back out of the count, as DRF does not count it either.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -76,10 +77,9 @@ class UserRateThrottle(throttling.UserRateThrottle):
         if previous * (1 - into) + current <= self.num_requests:
             return True
         self.retry_after = self._time_until_admitted(previous, current - 1, into)
-        try:
+        # Not taken back out if its lock is busy: this window then errs on the safe side.
+        with contextlib.suppress(CountLockTimeout):
             count_up(current_key, 2 * self.duration, delta=-1, extend=False, alias=self.cache_alias)
-        except CountLockTimeout:  # counted once too often: this window errs on the safe side
-            pass
         return False
 
     def _time_until_admitted(self, previous: int, current: int, into: float) -> float:
