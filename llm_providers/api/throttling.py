@@ -76,7 +76,9 @@ class UserRateThrottle(throttling.UserRateThrottle):
         previous = caches[self.cache_alias].get(f"{self.key}:{window - 1}", 0)
         if previous * (1 - into) + current <= self.num_requests:
             return True
-        self.retry_after = self._time_until_admitted(previous, current - 1, into)
+        # Concurrent refusals not yet taken back out are no admitted requests: at most the rate.
+        admitted = min(current - 1, self.num_requests)
+        self.retry_after = self._time_until_admitted(previous, admitted, into)
         # Not taken back out if its lock is busy: this window then errs on the safe side.
         with contextlib.suppress(CountLockTimeout):
             count_up(current_key, 2 * self.duration, delta=-1, extend=False, alias=self.cache_alias)

@@ -84,7 +84,8 @@ def test_a_flood_from_one_user_gets_exactly_the_rate(throttled, flood_fake, repo
     for reply in replies:
         if reply.status == 429:
             assert reply.json()["error"]["code"] == "rate_limited", reply
-            assert 1 <= int(reply.header("Retry-After")) <= 60, reply
+            # Up to two windows: a full window still weighs in the next one.
+            assert 1 <= int(reply.header("Retry-After")) <= 120, reply
     # Only the admitted ones reached the upstream.
     generations = [r for r in flood_fake.requests("gemini") if "generateContent" in r["path"]]
     assert len(generations) == RATE
