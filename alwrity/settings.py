@@ -99,6 +99,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # database file (an fsync) — on every request, without this. (PostgreSQL: set
     # ?conn_max_age= in DATABASE_URL, within the server's max_connections.)
     DATABASES["default"].setdefault("CONN_MAX_AGE", None)
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A pool of connections per server process (psycopg's, through Django), not one connection
+    # per thread: a generation takes a connection only for its database work and gives it back
+    # while it waits on the upstream (router), so a thousand calls in flight share a few
+    # connections. DATABASE_POOL_SIZE=0 turns it off (then ?conn_max_age= in DATABASE_URL keeps
+    # a connection per thread open, within the server's max_connections).
+    _pool_size = env.int("DATABASE_POOL_SIZE", default=8)
+    if _pool_size > 0:
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+            "pool",
+            {
+                "min_size": 1,
+                "max_size": _pool_size,
+                # Seconds a request waits for a free connection before it fails.
+                "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
+            },
+        )
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them (Django requires 0)
 
 # The cache holds throttle histories and the version of the rows processes keep in memory
 # (llm_providers.cache_version), so every process must see the same one: Redis shares it across

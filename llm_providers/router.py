@@ -22,6 +22,8 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection
+
 from . import circuits
 from .accounting import budgets, ledger
 from .accounting.budgets import Reservation
@@ -179,6 +181,16 @@ def _for_step(request: ChatRequest, step: Step) -> ChatRequest:
     return request if request.model == step.model else replace(request, model=step.model)
 
 
+def release_connection() -> None:
+    """Give the request's database connection back to the pool before a wait on the upstream
+    (seconds, often), so that the calls in flight share the pool's few connections rather than
+    holding one each; the next query takes one again. Only with a pool (PostgreSQL's, see the
+    settings) and outside a transaction: closing a connection without one would only make the
+    next query open a new one."""
+    if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
+        connection.close()
+
+
 class Tracker:
     """The ledger side of one request: the in-flight row of the attempt under way, handed to
     the next attempt in the same transaction that settles it, and the settled rows."""
@@ -214,6 +226,7 @@ class Tracker:
                 reservation=self.reservation,
                 key_owner=step.key.owner,
             )
+        release_connection()
 
     def end(self, attempt: Attempt, then: Step | None = None) -> None:
         """Settle the attempt under way; hand its reservation to ``then``'s row, or release it."""
