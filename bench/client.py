@@ -36,6 +36,7 @@ class Cell:
     error_kinds: Counter = field(default_factory=Counter)
     server_cpu: float | None = None  # CPU seconds the server's processes used in the window
     client_cpu: float = 0.0  # CPU seconds this client used in the window
+    fake_cpu: float = 0.0  # CPU seconds the fake upstream used in the window
     others_cpu: float = 0.0  # CPU seconds the machine's other processes used in the window
     peak_rss: int | None = None  # bytes: the server's processes' resident memory at its peak
 
@@ -79,6 +80,7 @@ class StreamCell:
     error_kinds: Counter = field(default_factory=Counter)
     server_cpu: float | None = None
     client_cpu: float = 0.0
+    fake_cpu: float = 0.0
     others_cpu: float = 0.0
     peak_rss: int | None = None
 
@@ -130,27 +132,30 @@ class _Connection:
                 close = value == b"close"
         return status, length, chunked, close
 
-    async def send(self) -> int:
-        """One request, its body read and dropped; the status."""
+    async def send(self) -> tuple[int, bytes]:
+        """One request: its status, and its body if the status is not 200 (else dropped)."""
         status, length, chunked, close = await self._head()
-        reader = self.reader
+        reader, body = self.reader, b""
         if chunked:
             while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                await reader.readexactly(size + 2)
+                chunk = await reader.readexactly(size + 2)
+                if status != 200:
+                    body += chunk[:-2]
             while await reader.readuntil(b"\r\n") != b"\r\n":
                 pass  # trailers
         elif length is not None:
-            await reader.readexactly(length)
+            body = await reader.readexactly(length)
         else:
-            await reader.read()  # until the server closes
+            body = await reader.read()  # until the server closes
             close = True
         if close:
             self.close()
-        return status
+        return status, (body if status != 200 else b"")
 
-    async def stream(self, shape: StreamShape) -> tuple[int, float | None, bool]:
+    async def stream(self, shape: StreamShape) -> tuple[int, float | None, bool, bytes]:
         """One streamed request read as it arrives: (status, when the first token came
-        (``time.perf_counter()``) or None, whether the body ended normally with ``done``)."""
+        (``time.perf_counter()``) or None, whether the body ended normally with ``done``, the
+        body of an answer without any token)."""
         status, length, chunked, _ = await self._head()
         reader = self.reader
         first, seen, done = None, bytearray(), False
@@ -186,7 +191,7 @@ class _Connection:
             while data := await reader.read(65536):
                 take(data)
         self.close()
-        return status, first, done and status == 200
+        return status, first, done and status == 200, bytes(seen) if first is None else b""
 
     def close(self) -> None:
         if self.writer is not None:
@@ -228,6 +233,17 @@ def raise_fd_limit() -> int:
 _FAILURES = (OSError, EOFError, ValueError, asyncio.IncompleteReadError)
 
 
+def failure(status: int, body: bytes) -> str:
+    """How a refused request is counted: its status, and the error code of a JSON body shaped
+    ``{"error": {"code": …}}`` (the gateway's envelope, OpenAI's), so that a run says why."""
+    try:
+        error = json.loads(body).get("error")
+        code = error.get("code") or error.get("type") if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        code = None
+    return f"HTTP {status}" + (f" {code}" if isinstance(code, str | int) and code else "")
+
+
 async def load(
     url: str,
     body: dict | None,
@@ -259,7 +275,7 @@ async def load(
         connection = _Connection(host, port, request)
         while (started := now()) < closes:
             try:
-                status = await asyncio.wait_for(connection.send(), timeout)
+                status, body = await asyncio.wait_for(connection.send(), timeout)
             except _FAILURES as exc:
                 connection.close()
                 kind = type(exc).__name__
@@ -267,7 +283,7 @@ async def load(
                 connection.close()
                 kind = "timeout"
             else:
-                kind = None if status == 200 else f"HTTP {status}"
+                kind = None if status == 200 else failure(status, body)
             finished = now()
             if opens <= finished < closes:
                 if kind is None:
@@ -320,13 +336,15 @@ async def load_streams(
         connection = _Connection(host, port, request)
         started, first = now(), None
         try:
-            status, first, complete = await asyncio.wait_for(connection.stream(shape), timeout)
+            status, first, complete, body = await asyncio.wait_for(
+                connection.stream(shape), timeout
+            )
         except _FAILURES as exc:
             kind = type(exc).__name__
         except TimeoutError:
             kind = "timeout"
         else:
-            kind = None if complete else f"HTTP {status}" if status != 200 else "incomplete"
+            kind = None if complete else failure(status, body) if status != 200 else "incomplete"
         finally:
             connection.close()
         ended = now()

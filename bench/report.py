@@ -429,8 +429,8 @@ def _others(rows: list[dict], names: tuple[str, ...]) -> str:
 
 def stream_description(args) -> str:
     return (
-        f"{args.streams:,} streamed calls at once (started over "
-        f"{min(1.0, args.warmup / 2):g} s), each answered by the fake with "
+        f"{args.streams:,} streamed calls at once (started evenly over "
+        f"{args.stream_ramp:g} s), each answered by the fake with "
         f"{args.stream_tokens} one-word events {args.stream_interval_ms:g} ms apart "
         f"(`stream_chunk_words=1`, `stream_chunk_delay_ms={args.stream_interval_ms:g}`, no "
         "delay before the first); a stream is complete when it ends normally with the "
@@ -520,8 +520,9 @@ def report(args, rows: list[dict], streams: dict, floor: list[dict], info: dict)
         f"- Client: plain asyncio (a minimal HTTP/1.1 client) in one process, one keep-alive "
         f"connection per concurrent "
         f"request, the users starting over the first {min(1.0, args.warmup / 2):g} s; per cell "
-        f"{args.warmup:g} s warm-up (not counted), then {args.duration:g} s "
-        "measured (a request counts when it finishes inside the window), "
+        f"{args.warmup:g} s warm-up (not counted; at least the upstream delay plus the "
+        f"ramp), then {args.duration:g} s measured (at least twice the upstream delay; a "
+        "request counts when it finishes inside the window), "
         f"{args.timeout:g} s per request at most; all on 127.0.0.1, client, fake and server "
         f"sharing the machine's cores; open files limit {info['nofile']}.",
         "- Throttle rates 100000/s (they count every request but refuse none); "
@@ -611,8 +612,8 @@ def comparison_report(
         "and fresh SQLite database); one fake upstream (this tree's) serves them all. Each "
         "cell is measured on one target after the other, the order rotating from cell to "
         f"cell; per target and cell {args.warmup:g} s warm-up, then {args.duration:g} s "
-        "measured, with the same load client, retries on a busy machine and throttle rates "
-        "as the figures above.",
+        "measured (longer with a long upstream delay, as in the figures above), with the same "
+        "load client, retries on a busy machine and throttle rates as the figures above.",
         "",
         f"- Machine: {info['cpu']}; {info['memory']} memory; {info['os']}; {info['python']}.",
         f"- Current: `{info['current_serve']}`.",

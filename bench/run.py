@@ -152,6 +152,7 @@ def _account(cell: Cell | StreamCell, marks: list, has_server: bool) -> None:
     (server0, fake0, busy0), (server1, fake1, busy1) = marks
     if has_server:
         cell.server_cpu = server1 - server0
+    cell.fake_cpu = fake1 - fake0
     ours = (server1 - server0) + (fake1 - fake0) + cell.client_cpu
     cell.others_cpu = max(0.0, (busy1 - busy0) - ours)
 
@@ -166,8 +167,19 @@ def _marker(target: Target, fake) -> tuple[list, Callable[[bool], None]]:
     return marks, on_window
 
 
-def measure(args, target: Target, fake, concurrency: int, url: str | None = None) -> Cell:
+def cell_window(args, delay: int) -> tuple[float, float]:
+    """(warm-up, measured) seconds of a cell with ``delay`` ms upstream: at least one call's
+    length of warm-up (every user has had an answer: the first wave's burst is over) and two
+    calls' length measured (else a 5 s call could finish in no window at all)."""
+    ramp = min(1.0, args.warmup / 2)
+    return max(args.warmup, delay / 1000 + ramp), max(args.duration, 2 * delay / 1000)
+
+
+def measure(
+    args, target: Target, fake, concurrency: int, delay: int, url: str | None = None
+) -> Cell:
     """One cell: ``target``'s request (or a GET of ``url``) at ``concurrency``."""
+    warmup, duration = cell_window(args, delay)
     request = target.request(False)
     url, body, headers = (url, None, {}) if url else (request.url, request.body, request.headers)
     marks, on_window = _marker(target, fake)
@@ -178,8 +190,8 @@ def measure(args, target: Target, fake, concurrency: int, url: str | None = None
                 body,
                 headers,
                 concurrency=concurrency,
-                warmup=args.warmup,
-                duration=args.duration,
+                warmup=warmup,
+                duration=duration,
                 timeout=args.timeout,
                 on_window=on_window,
             )
@@ -205,7 +217,7 @@ def measure_streams(args, target: Target, fake) -> StreamCell:
                 request.headers,
                 request.shape,
                 streams=args.streams,
-                ramp=min(1.0, args.warmup / 2),
+                ramp=args.stream_ramp,
                 timeout=stream_timeout(args),
                 on_window=on_window,
             )
@@ -272,6 +284,12 @@ def describe_streams(name: str, cell: StreamCell) -> str:
         text += f" cpu={cell.server_cpu / cell.streams * 1000:.1f}ms/stream"
     if cell.peak_rss is not None:
         text += f" rss={cell.peak_rss / 2**20:.0f}MiB"
+    if cell.seconds:
+        text += (
+            f" client={cell.client_cpu / cell.seconds:.2f} cores"
+            f" fake={cell.fake_cpu / cell.seconds:.2f} cores"
+            f" others={cell.others_cpu / cell.seconds:.2f} cores"
+        )
     if cell.error_kinds:
         text += " errors=" + ",".join(f"{k}x{n}" for k, n in cell.error_kinds.most_common())
     return text
@@ -334,7 +352,9 @@ def run(args: argparse.Namespace) -> int:
                 for name, target in targets.items():
                     label = f"delay={delay}ms c={concurrency} {name}"
                     row[name] = measure_quietly(
-                        args, lambda t=target, c=concurrency: measure(args, t, fake, c), label
+                        args,
+                        lambda t=target, c=concurrency, d=delay: measure(args, t, fake, c, d),
+                        label,
                     )
                     print(f"bench: {describe(delay, concurrency, name, row[name])}", flush=True)
                 rows.append(row)
@@ -350,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
                 for concurrency in floor_concurrency(args.concurrency):
                     cell = measure_quietly(
                         args,
-                        lambda c=concurrency: measure(args, ours, fake, c, ours.health),
+                        lambda c=concurrency: measure(args, ours, fake, c, 0, ours.health),
                         f"floor c={concurrency}",
                     )
                     print(f"bench: {describe(0, concurrency, 'floor', cell)}", flush=True)
@@ -454,7 +474,9 @@ def run_comparison(args: argparse.Namespace) -> int:
                     health = target.health if kind == "health/" else None
                     row[name] = measure_quietly(
                         args,
-                        lambda t=target, c=concurrency, h=health: measure(args, t, fake, c, h),
+                        lambda t=target, c=concurrency, d=delay, h=health: measure(
+                            args, t, fake, c, d, h
+                        ),
                         f"{kind} delay={delay}ms c={concurrency} {name}",
                     )
                     label = f"{kind} {name}"
@@ -535,6 +557,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stream-tokens", type=int, default=100, help="events per stream")
     parser.add_argument(
         "--stream-interval-ms", type=float, default=100.0, help="between a stream's events"
+    )
+    # Over 2 s, not the cells' 1 s: the fake builds a whole stream's events when it starts it
+    # (about 1 ms of CPU), and a thousand in one second would keep its loop busy, delaying
+    # the direct streams' first tokens by a hundred milliseconds or more.
+    parser.add_argument(
+        "--stream-ramp", type=float, default=2.0, help="seconds over which the streams start"
     )
     parser.add_argument("--provider", default="gemini", choices=sorted(KEYS))
     parser.add_argument("--gateway-only", action="store_true", help="skip the direct rows")
