@@ -235,13 +235,14 @@ _FAILURES = (OSError, EOFError, ValueError, asyncio.IncompleteReadError)
 
 def failure(status: int, body: bytes) -> str:
     """How a refused request is counted: its status, and the error code of a JSON body shaped
-    ``{"error": {"code": …}}`` (the gateway's envelope, OpenAI's), so that a run says why."""
+    ``{"error": {"code": "…"}}`` (the gateway's envelope; OpenAI's ``type`` without a code), so
+    that a run says why."""
     try:
         error = json.loads(body).get("error")
         code = error.get("code") or error.get("type") if isinstance(error, dict) else None
     except (ValueError, AttributeError):
         code = None
-    return f"HTTP {status}" + (f" {code}" if isinstance(code, str | int) and code else "")
+    return f"HTTP {status}" + (f" {code}" if isinstance(code, str) and code else "")
 
 
 async def load(
