@@ -1,19 +1,23 @@
-"""Counts kept in Django's default cache, which every process sharing the cache adds to: the
-failures of a provider in a row (``circuits``), the rejections of a key in a row (``keys``) and
-the requests of a user per throttle window (``api.throttling``).
+"""Counts that every process sharing Django's default cache adds to: the failures of a provider
+in a row (``circuits``), the rejections of a key in a row (``keys``) and the requests of a user
+per throttle window (``api.throttling``).
 
 Every process and machine sharing the cache must see one count, so an increment is atomic:
 
 - Redis, memcached and locmem: ``add`` and ``incr`` are each atomic in the backend.
 - The file cache (the embedded default, shared by the processes of one machine): its ``incr`` is
-  a read and a write, so the pair runs under an OS lock (``fcntl.flock``) on one of a fixed set of
-  lock files beside the cache's files, released by the kernel if its holder dies. The threads of
-  one process first queue on a lock of their own, so the OS lock is only contended by processes.
+  a read and a write, so ``count_up`` runs the pair under an OS lock (``fcntl.flock``) on one of a
+  fixed set of lock files beside the cache's files, released by the kernel if its holder dies.
+  The threads of one process first queue on a lock of their own. That suits counts that change
+  now and then (failures). A throttle counts every request, a thousand at once for one user
+  under load, and a lock holder that gives up the GIL for its file I/O makes all of them wait
+  for it: ``counter()`` gives it ``AppendCounter`` there instead, which takes no lock at all.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import random
 import threading
@@ -21,6 +25,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
@@ -140,3 +145,116 @@ def count_up(
         # ``incr`` keeps the expiry ``add`` set; a run of failures moves it on.
         cache.touch(key, timeout=timeout)
     return count
+
+
+# --- Counts under keys that are never reused (a throttle's windows) -----------------------------
+
+
+class Counter(Protocol):
+    """Counts under keys that are each used for one stretch of time and never again."""
+
+    def add(self, key: str, delta: int, timeout: int) -> int:
+        """Add ``delta`` (1 or -1) to the count at ``key`` and return the new count; it may be
+        forgotten ``timeout`` seconds after it was first counted."""
+
+    def get(self, key: str) -> int:
+        """The count at ``key``; 0 when there is none."""
+
+
+class CacheCounter:
+    """A count in a cache whose ``add`` and ``incr`` are atomic (Redis, memcached, locmem)."""
+
+    def __init__(self, alias: str = DEFAULT_CACHE_ALIAS):
+        self.cache = caches[alias]
+
+    def add(self, key: str, delta: int, timeout: int) -> int:
+        if self.cache.add(key, delta, timeout=timeout):
+            return delta
+        try:
+            return self.cache.incr(key, delta)
+        except ValueError:  # expired between the two calls
+            self.cache.add(key, delta, timeout=timeout)
+            return delta
+
+    def get(self, key: str) -> int:
+        return self.cache.get(key, 0)
+
+
+class AppendCounter:
+    """Counts in files beside the file cache's, without a lock: adding one appends a byte to the
+    key's file of ups (``O_APPEND``: each write lands at the end, atomically, whatever other
+    processes do) and the offset that write ends at is the number of ups so far; taking one back
+    appends to its file of downs. The count is ups minus downs. Files not written to for longer
+    than the longest timeout counted are removed, at most every ``SWEEP_EVERY`` seconds."""
+
+    SWEEP_EVERY = 600.0
+    _swept_at = 0.0
+    _longest = 0
+
+    def __init__(self, directory: str):
+        self.directory = os.path.join(directory, "counts")
+
+    def _path(self, key: str, part: str) -> str:
+        name = hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()
+        return os.path.join(self.directory, f"{name}.{part}")
+
+    def _append(self, path: str, count: int) -> int:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            os.makedirs(self.directory, 0o700, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, b"1" * count)
+            return os.lseek(fd, 0, os.SEEK_CUR)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _size(path: str) -> int:
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def add(self, key: str, delta: int, timeout: int) -> int:
+        self._sweep_now_and_then(timeout)
+        if delta >= 0:
+            ups = self._append(self._path(key, "up"), delta)
+            return ups - self._size(self._path(key, "down"))
+        downs = self._append(self._path(key, "down"), -delta)
+        return self._size(self._path(key, "up")) - downs
+
+    def get(self, key: str) -> int:
+        return self._size(self._path(key, "up")) - self._size(self._path(key, "down"))
+
+    def _sweep_now_and_then(self, timeout: int) -> None:
+        cls = type(self)
+        cls._longest = max(cls._longest, timeout)
+        now = time.time()
+        if now - cls._swept_at < self.SWEEP_EVERY:
+            return
+        cls._swept_at = now
+        self.sweep(now - cls._longest)
+
+    def sweep(self, before: float) -> None:
+        """Remove the files last written to before ``before`` (a time)."""
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            try:
+                if entry.stat().st_mtime < before:
+                    os.unlink(entry.path)
+            except FileNotFoundError:  # another process swept it
+                pass
+
+    def clear(self) -> None:
+        self.sweep(float("inf"))
+
+
+def counter(alias: str = DEFAULT_CACHE_ALIAS) -> Counter:
+    """The counter that suits the cache ``alias``: lock-free in every case."""
+    directory = _file_cache_dir(alias)
+    return CacheCounter(alias) if directory is None else AppendCounter(directory)

@@ -11,7 +11,7 @@ import responses
 from django.core.cache import cache
 from django.test.utils import override_settings
 
-from llm_providers import keys, registry
+from llm_providers import counting, keys, registry
 from llm_providers.accounting import prices
 from llm_providers.conf import DEFAULTS, llm_settings
 from llm_providers.providers import base as base_provider
@@ -87,10 +87,17 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def cleared_cache(cache_dir):
-    """Each test starts with an empty cache: no throttle history or version of another test."""
-    cache.clear()
+    """Each test starts with an empty cache: no throttle count or version of another test."""
+    clear_cache()
     yield
+    clear_cache()
+
+
+def clear_cache() -> None:
     cache.clear()
+    counts = counting.counter()
+    if isinstance(counts, counting.AppendCounter):  # files the cache's clear() leaves alone
+        counts.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -7,25 +7,21 @@ process and machine sharing the cache.
 DRF keeps a history of timestamps per user and writes it back after reading it: two processes
 doing that at once each write their own version and one request goes uncounted, and with many
 requests in flight for one user every one of them waits for the others' read and write. Here a
-user's requests are counted per window of the rate's length (``counting.count_up``: one atomic
-increment) and the rate is checked against a sliding window: the current window's count plus
-the previous window's, weighted by how much of it the sliding window still covers. A refused
-request is taken back out of the count, as DRF does not count it either.
+user's requests are counted per window of the rate's length (``counting.counter``: one atomic
+increment, without a lock) and the rate is checked against a sliding window: the current
+window's count plus the previous window's, weighted by how much of it the sliding window still
+covers. A refused request is taken back out of the count, as DRF does not count it either.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 
-from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache import DEFAULT_CACHE_ALIAS
 from rest_framework import throttling
 
 from ..conf import llm_settings
-from ..counting import LOCK_WAIT, CountLockTimeout, count_up
-
-logger = logging.getLogger(__name__)
+from ..counting import counter
 
 
 class UserRateThrottle(throttling.UserRateThrottle):
@@ -34,7 +30,6 @@ class UserRateThrottle(throttling.UserRateThrottle):
     scope = "llm_api"
     rate_setting = "LLM_API_RATE"
     cache_alias = DEFAULT_CACHE_ALIAS
-    lock_wait = LOCK_WAIT
     retry_after: float | None = None
 
     def get_rate(self) -> str | None:
@@ -42,10 +37,7 @@ class UserRateThrottle(throttling.UserRateThrottle):
 
     def allow_request(self, request, view) -> bool:
         """Count the request in its window and admit it if the sliding window's count is within
-        the rate. A count that cannot be made (the file cache's lock not had within
-        ``lock_wait``: a stalled cache, or a flood on one key) refuses the request: admitting
-        uncounted requests is what the throttle exists to prevent, and the generation
-        endpoints spend money upstream."""
+        the rate; a refused request is taken back out of the count."""
         if self.rate is None:
             return True
         self.key = self.get_cache_key(request, view)
@@ -54,34 +46,16 @@ class UserRateThrottle(throttling.UserRateThrottle):
         now = self.timer()
         window = math.floor(now / self.duration)
         into = (now - window * self.duration) / self.duration  # 0..1 of the current window
-        current_key = f"{self.key}:{window}"
-        try:
-            # Kept for two windows: the next one reads it as its previous.
-            current = count_up(
-                current_key,
-                2 * self.duration,
-                extend=False,
-                wait=self.lock_wait,
-                alias=self.cache_alias,
-            )
-        except CountLockTimeout:
-            logger.warning(
-                "Throttle %s: the count of %s could not be taken within %gs; request refused.",
-                self.scope,
-                self.key,
-                self.lock_wait,
-            )
-            self.retry_after = self.lock_wait
-            return False
-        previous = caches[self.cache_alias].get(f"{self.key}:{window - 1}", 0)
+        counts = counter(self.cache_alias)
+        current_key, kept = f"{self.key}:{window}", 2 * self.duration  # the next one reads it too
+        current = counts.add(current_key, 1, kept)
+        previous = counts.get(f"{self.key}:{window - 1}")
         if previous * (1 - into) + current <= self.num_requests:
             return True
         # Concurrent refusals not yet taken back out are no admitted requests: at most the rate.
         admitted = min(current - 1, self.num_requests)
         self.retry_after = self._time_until_admitted(previous, admitted, into)
-        # Not taken back out if its lock is busy: this window then errs on the safe side.
-        with contextlib.suppress(CountLockTimeout):
-            count_up(current_key, 2 * self.duration, delta=-1, extend=False, alias=self.cache_alias)
+        counts.add(current_key, -1, kept)
         return False
 
     def _time_until_admitted(self, previous: int, current: int, into: float) -> float:
