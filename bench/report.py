@@ -336,7 +336,7 @@ def _peer_lines(cells, ours: str, peer: str | None, baseline: str | None, direct
     want = f"≥ {times:g} times {who}'s req/s"
     row = cells.get((delay, conc), {})
     if peer is None or peer not in row or ours not in row:
-        lines.append(f"- {label}: {want}: not measured (make bench PEER=litellm).")
+        lines.append(f"- {label}: {want}: {_missing(peer, 'PEER=litellm')}.")
     else:
         g, p = row[ours], row[peer]
         lines.append(
@@ -349,14 +349,14 @@ def _peer_lines(cells, ours: str, peer: str | None, baseline: str | None, direct
     base = row.get(direct)
     want = f"overhead p50 < {share:g} of {who}'s"
     if peer is None or base is None or peer not in row or ours not in row:
-        lines.append(f"- {label}: {want}: not measured (make bench PEER=litellm).")
+        lines.append(f"- {label}: {want}: {_missing(peer, 'PEER=litellm')}.")
     else:
         o, p = diff(row[ours].pct(50), base.pct(50)), diff(row[peer].pct(50), base.pct(50))
         ok = o is not None and p is not None and o < share * p
         lines.append(f"- {label}: {want}: {fmt(o)} vs {fmt(p)} ms: {verdict(ok)}.")
     want = "overhead p50 no worse than the baseline's"
     if baseline is None or baseline not in row or ours not in row:
-        lines.append(f"- {label}: {want}: not measured (make bench BASELINE=<rev>).")
+        lines.append(f"- {label}: {want}: {_missing(baseline, 'BASELINE=<rev>')}.")
     else:
         # Without the direct row the p50 latencies compare the same (the direct call is one).
         what = "overhead p50" if base is not None else "p50 latency"
@@ -365,6 +365,11 @@ def _peer_lines(cells, ours: str, peer: str | None, baseline: str | None, direct
         ok = o is not None and b is not None and o <= b
         lines.append(f"- {label}: {want}: {what} {fmt(o)} vs {fmt(b)} ms: {verdict(ok)}.")
     return lines
+
+
+def _missing(other: str | None, variable: str) -> str:
+    """Why a target comparing with ``other`` has no verdict."""
+    return f"not measured (make bench {variable})" if other is None else "not measured in this run"
 
 
 def _stream_line(streams: dict[str, StreamCell], ours: str, direct: str) -> str:

@@ -48,6 +48,7 @@ import shlex
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -79,6 +80,7 @@ from bench.servers import (
     PeakMemory,
     Target,
     busy_seconds,
+    chat_body,
     cpu_seconds,
     direct_target,
     first_call,
@@ -438,7 +440,7 @@ def run_comparison(args: argparse.Namespace) -> int:
                 provider=provider,
                 current=describe_working_tree(),
                 current_serve=servers[0].serve_command,
-                requests=requests_description(targets, url),
+                requests=requests_description(targets, api),
                 nofile=str(args.nofile),
             )
             if checkout is not None:
@@ -519,14 +521,24 @@ def rotated(names: list[str], index: int) -> list[str]:
     return names[shift:] + names[:shift]
 
 
-def requests_description(targets: dict[str, Target], fake_url: str) -> str:
-    """Which request each target gets (for the report), secrets left out."""
-    parts = []
-    for name, target in targets.items():
-        request = target.request(False)
-        where = request.url.replace(fake_url, "<fake>")
-        parts.append(f"{name} `POST {where}`")
-    return "; ".join(parts) + "."
+def requests_description(targets: dict[str, Target], api: str) -> str:
+    """Which request each target gets (for the report; URLs only, no credentials)."""
+    where = "; ".join(
+        f"{name} `POST {urllib.parse.urlsplit(t.request(False).url).path}`"
+        + (" (the fake)" if t.process is None else "")
+        for name, t in targets.items()
+    )
+    if api != "chat":
+        return f"`POST generate/` with a small prompt (Token auth): {where}."
+    body = chat_body(False)
+    return (
+        "like for like, every gateway gets the same OpenAI-shaped request, "
+        f'`{{"model": "{body["model"]}", "messages": [one user message], "temperature": '
+        f'{body["temperature"]}, "max_tokens": {body["max_tokens"]}}}` (the streams add '
+        '`"stream": true`) with its own credential as a Bearer token (this project: a DRF '
+        "token; LiteLLM: its master key), and each sends it on to the fake's OpenRouter route; "
+        f"direct is that upstream request sent to the fake itself. {where}."
+    )
 
 
 # --- Main -----------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from bench.client import (
     percentile,
 )
 from bench.peer import litellm_config
-from bench.report import report, target_lines
+from bench.report import comparison_report, report, target_lines
 from bench.run import DEFAULT_CELLS, cell_window, grid, parse_args, rotated
 from bench.servers import PeakMemory, exec_line, upstream_request
 from fake_upstream import FakeUpstream
@@ -314,3 +314,40 @@ def test_litellm_is_configured_for_one_deployment_at_the_fakes_route():
     assert deployment["litellm_params"]["model"] == "openai/openai/gpt-4o-mini"
     assert deployment["litellm_params"]["api_base"].endswith("/openrouter/api/v1")
     assert config["general_settings"]["master_key"] == "m"
+
+
+def test_the_comparison_report_puts_the_peer_beside_this_project():
+    args = parse_args(["--peer", "litellm", "--no-write"])
+    rows = [
+        {
+            "target": "v1/chat/completions",
+            "delay": 0,
+            "concurrency": 32,
+            "current": cell(700, 40, 120, rss=300 * 2**20),
+            "litellm": cell(240, 130, 160, rss=1000 * 2**20),
+            "direct": cell(9000, 3, 5),
+        },
+        {"target": "health/", "delay": 0, "concurrency": 32, "current": cell(1500, 18, 90)},
+    ]
+    info = {
+        "command": "make bench PEER=litellm",
+        "current": "abc",
+        "current_serve": "gunicorn …",
+        "requests": "current `POST /api/llm/v1/chat/completions`.",
+        "cpu": "cpu",
+        "memory": "1 GiB",
+        "os": "Linux",
+        "python": "CPython",
+        "peer_name": "litellm",
+        "peer_version": "1.108.7",
+        "peer_serve": "litellm --num_workers 2",
+        "peer_setup": "its own virtualenv.",
+    }
+    waves = {"current": streams(10, 10, 5), "litellm": streams(9, 10, 900)}
+    text = comparison_report(args, rows, waves, ["current", "litellm", "direct"], info)
+    assert text.startswith("## Comparison\n")
+    assert "beside LiteLLM 1.108.7" in text
+    assert "| v1/chat/completions | 0 | 32 | litellm | 240.0 | 2.7 |" in text
+    assert "| health/ | 0 | 32 | current | 1500.0 | - |" in text
+    assert "No delay, 32 concurrent: ≥ 2.5 times LiteLLM's req/s: 700.0 vs 240.0" in text
+    assert "- LiteLLM: `litellm --num_workers 2`" in text
