@@ -33,7 +33,7 @@ export DB_DESCRIPTION
 
 host = $(call setting,HOST,127.0.0.1)
 port = $(call setting,PORT,8000)
-threads = $(call setting,GUNICORN_THREADS,128)
+threads = $(call setting,GUNICORN_THREADS,400)
 
 .PHONY: help venv run serve bench test lint fmt clean
 
@@ -76,15 +76,15 @@ run: $(STAMP) .env ## dev server: .venv, .env, migrations, admin account, runser
 	@DEBUG="$(call setting,DEBUG,true)" $(MANAGE) runserver "$(host):$(port)"
 
 # The production server. A generation waits on its upstream for seconds, so threads hold the
-# concurrency (gthread): 3 workers x 128 threads keep 384 requests in flight on 2 cores.
-# --worker-connections is 3 x threads: gthread keeps (connections - threads) idle keep-alive
-# connections per worker, and with none (connections = threads) every request of a keep-alive
-# client paid for a new TCP connection (c=32, no upstream delay: 277 -> 318 req/s with keep-alive).
-# Measured against gevent and other layouts with `make bench` (docs/serving.md).
-# alwrity.gunicorn_hooks prepares each worker (URLconf
-# imported, garbage collector tuned). It needs a stable SECRET_KEY: a per-process random one
-# would give each worker its own sessions and its own derived encryption key. No control
-# socket: gunicorn 27 would put one in ~/.gunicorn, shared by every instance of the user.
+# concurrency (gthread): 3 workers x 400 threads keep 1,200 requests in flight on 2 cores (a
+# waiting thread costs memory, no CPU). --worker-connections is 3 x threads: gthread keeps the
+# connections beyond its threads as idle keep-alive clients in its poller (closed after
+# gunicorn's 2 s keep-alive), so a keep-alive client does not pay a new TCP connection per call.
+# The model and these numbers were chosen with `make bench` (docs/serving.md).
+# alwrity.gunicorn_hooks prepares each worker (URLconf imported, garbage collector tuned, the
+# ledger sweeper started). It needs a stable SECRET_KEY: a per-process random one would give
+# each worker its own sessions and its own derived encryption key. No control socket: gunicorn
+# 27 would put one in ~/.gunicorn, shared by every instance of the user.
 serve: $(STAMP) ## production server (gunicorn) on HOST:PORT; migrates first, creates no users
 	@if [ -z "$${SECRET_KEY:-}" ] && ! grep -qE '^[[:space:]]*SECRET_KEY[[:space:]]*=[[:space:]]*[^[:space:]]' .env 2>/dev/null; then \
 		echo "error: make serve needs SECRET_KEY, in the environment or in .env (make run, or $(PY) -m alwrity.envfile, writes one)" >&2; \

@@ -69,7 +69,7 @@ DEFAULTS: dict[str, Any] = {
     # Retry-After that would cross it ends the retries (and the router falls back).
     "LLM_RETRY_TOTAL_TIMEOUT": 120.0,
     # Size of the pooled HTTP connections per upstream host, shared by a process's threads.
-    "LLM_HTTP_POOL_SIZE": 256,
+    "LLM_HTTP_POOL_SIZE": 400,
     "LLM_ENCRYPTION_KEYS": [],
     # Defaults of the seed functions when a caller gives none (text vs structured JSON).
     "LLM_DEFAULT_TEMPERATURE": 0.7,
