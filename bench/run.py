@@ -395,11 +395,8 @@ def run_comparison(args: argparse.Namespace) -> int:
     upstream and measure them in turn, cell by cell, the order rotating, so drift in the
     machine's speed hits them alike."""
     info = machine()
-    rows: list[dict] = []
-    streams: dict[str, StreamCell] = {}
     # With a peer every gateway gets the OpenAI-shaped request, answered by OpenRouter's route.
     api, provider = ("chat", CHAT_PROVIDER) if args.peer else ("generate", args.provider)
-    providers = sorted({args.provider, provider})
     with contextlib.ExitStack() as stack:
         checkout = stack.enter_context(baseline_checkout(args.baseline)) if args.baseline else None
         workdir, fake, url, base = stack.enter_context(bench_run())
@@ -416,88 +413,34 @@ def run_comparison(args: argparse.Namespace) -> int:
                     checkout.make_args,
                 )
             )
+            subject = shorten(checkout.subject, 80)
+            info["baseline"] = f"{checkout.rev} ({checkout.short}, “{subject}”)"
         proxy = None
         if args.peer:
             proxy = LiteLLMProxy(free_port(), workdir, version=args.peer_version)
             servers.append(proxy)
         try:
-            targets: dict[str, Target] = {}
-            for server in servers:
-                if server is proxy:
-                    proxy.start(
-                        MODELS[CHAT_PROVIDER], base["OPENROUTER_BASE_URL"], KEYS[CHAT_PROVIDER]
-                    )
-                    wait_for(proxy.url + proxy.health_path, proxy.process, proxy.log_path, 600)
-                    targets[proxy.name] = peer_target(proxy)
-                else:
-                    server.start(providers)
-                    targets[server.name] = server.target(api, provider)
-                first_call(targets[server.name])
+            keys = sorted({args.provider, provider})
+            targets = start_targets(servers, api, provider, keys, base)
             if args.peer:
                 targets["direct"] = direct_target(provider, base)
             info.update(
                 command=args.command,
                 provider=provider,
                 current=describe_working_tree(),
-                current_serve=servers[0].serve_command,
                 requests=requests_description(targets, api),
                 nofile=str(args.nofile),
+                **{f"{s.name}_serve": s.serve_command for s in servers if s is not proxy},
             )
-            if checkout is not None:
-                subject = shorten(checkout.subject, 80)
-                info.update(
-                    baseline=f"{checkout.rev} ({checkout.short}, “{subject}”)",
-                    baseline_serve=servers[1].serve_command,
-                )
             if proxy is not None:
-                info.update(
-                    peer_name=proxy.name,
-                    peer_version=proxy.version,
-                    peer_serve=proxy.serve_command,
-                    peer_setup=(
-                        f"`litellm[proxy]=={proxy.version}` in its own virtualenv "
-                        f"(var/bench-peer/), {proxy.workers} workers, one deployment "
-                        f"`openai/{MODELS[CHAT_PROVIDER]}` with `api_base` the fake's OpenRouter "
-                        "route, a master key, no database, spend logs off."
-                    ),
-                )
-            names = list(targets)
+                info.update(peer_description(proxy))
             request = {"generate": "generate/", "chat": "v1/chat/completions"}[api]
-            cells = [(request, d, c) for d, c in grid(args.delays, args.concurrency)]
-            if not args.no_floor:
-                cells += [("health/", 0, c) for c in floor_concurrency(args.concurrency)]
-            for index, (kind, delay, concurrency) in enumerate(cells):
-                set_delay(url, delay)
-                row = {"target": kind, "delay": delay, "concurrency": concurrency}
-                for name in rotated(names, index):
-                    target = targets[name]
-                    if kind == "health/" and target.health is None:
-                        continue
-                    health = target.health if kind == "health/" else None
-                    row[name] = measure_quietly(
-                        args,
-                        lambda t=target, c=concurrency, d=delay, h=health: measure(
-                            args, t, fake, c, d, h
-                        ),
-                        f"{kind} delay={delay}ms c={concurrency} {name}",
-                    )
-                    label = f"{kind} {name}"
-                    print(f"bench: {describe(delay, concurrency, label, row[name])}", flush=True)
-                rows.append(row)
-            if args.streams:
-                with paced_streams(url, args.stream_tokens, args.stream_interval_ms):
-                    for name in rotated(names, len(cells)):
-                        streams[name] = measure_quietly(
-                            args,
-                            lambda t=targets[name]: measure_streams(args, t, fake),
-                            f"streams {name}",
-                        )
-                        print(f"bench: {describe_streams(name, streams[name])}", flush=True)
+            rows, streams = measure_side_by_side(args, targets, fake, url, request)
         finally:
             for server in servers:
                 if server.process is not None:
                     stop(server.process)
-    streams = {name: streams[name] for name in names if name in streams}
+    names = list(targets)
     print()
     if args.baseline:
         print("\n".join(comparison_table(rows)))
@@ -512,6 +455,78 @@ def run_comparison(args: argparse.Namespace) -> int:
         text = comparison_report(args, rows, streams, names, info)
         write_results(text, COMPARISON_HEADING, keep="before")
     return 0
+
+
+def start_targets(
+    servers: list, api: str, provider: str, keys: list[str], base: dict[str, str]
+) -> dict[str, Target]:
+    """Start each server (this project's with a key for each of ``keys``, a peer configured
+    for the fake's OpenRouter route), check one call through it (``api``, answered by
+    ``provider``), and return what the cells measure."""
+    targets: dict[str, Target] = {}
+    for server in servers:
+        if isinstance(server, LiteLLMProxy):
+            server.start(MODELS[CHAT_PROVIDER], base["OPENROUTER_BASE_URL"], KEYS[CHAT_PROVIDER])
+            # Its workers import for a while (tens of seconds on a busy 2-core machine).
+            wait_for(server.url + server.health_path, server.process, server.log_path, 600)
+            targets[server.name] = peer_target(server)
+        else:
+            server.start(keys)
+            targets[server.name] = server.target(api, provider)
+        first_call(targets[server.name])
+    return targets
+
+
+def peer_description(proxy: LiteLLMProxy) -> dict[str, str]:
+    return {
+        "peer_name": proxy.name,
+        "peer_version": proxy.version,
+        "peer_serve": proxy.serve_command,
+        "peer_setup": (
+            f"`litellm[proxy]=={proxy.version}` in its own virtualenv (var/bench-peer/), "
+            f"{proxy.workers} workers, one deployment `openai/{MODELS[CHAT_PROVIDER]}` with "
+            "`api_base` the fake's OpenRouter route, a master key, no database, spend logs off."
+        ),
+    }
+
+
+def measure_side_by_side(
+    args, targets: dict[str, Target], fake, fake_url: str, request: str
+) -> tuple[list[dict], dict[str, StreamCell]]:
+    """Every cell on every target in turn (the first target rotating from cell to cell), the
+    health/ floor of those that have one, then the wave of streams."""
+    names = list(targets)
+    cells = [(request, d, c) for d, c in grid(args.delays, args.concurrency)]
+    if not args.no_floor:
+        cells += [("health/", 0, c) for c in floor_concurrency(args.concurrency)]
+    rows = []
+    for index, (kind, delay, concurrency) in enumerate(cells):
+        set_delay(fake_url, delay)
+        row = {"target": kind, "delay": delay, "concurrency": concurrency}
+        for name in rotated(names, index):
+            target = targets[name]
+            if kind == "health/" and target.health is None:
+                continue
+            health = target.health if kind == "health/" else None
+            row[name] = measure_quietly(
+                args,
+                lambda t=target, c=concurrency, d=delay, h=health: measure(args, t, fake, c, d, h),
+                f"{kind} delay={delay}ms c={concurrency} {name}",
+            )
+            label = f"{kind} {name}"
+            print(f"bench: {describe(delay, concurrency, label, row[name])}", flush=True)
+        rows.append(row)
+    streams: dict[str, StreamCell] = {}
+    if args.streams:
+        with paced_streams(fake_url, args.stream_tokens, args.stream_interval_ms):
+            for name in rotated(names, len(cells)):
+                streams[name] = measure_quietly(
+                    args,
+                    lambda t=targets[name]: measure_streams(args, t, fake),
+                    f"streams {name}",
+                )
+                print(f"bench: {describe_streams(name, streams[name])}", flush=True)
+    return rows, {name: streams[name] for name in names if name in streams}
 
 
 def rotated(names: list[str], index: int) -> list[str]:
