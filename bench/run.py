@@ -612,9 +612,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # processes used more than --others-limit cores is measured again, up to --attempts times
     # in all (the quietest attempt is kept), after waiting up to --quiet-wait seconds for the
     # machine to calm down.
-    parser.add_argument("--others-limit", type=float, default=0.15, help=argparse.SUPPRESS)
-    parser.add_argument("--attempts", type=int, default=3, help=argparse.SUPPRESS)
-    parser.add_argument("--quiet-wait", type=float, default=30.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--others-limit", type=float, default=0.15, help="cores others may use during a cell"
+    )
+    parser.add_argument("--attempts", type=int, default=3, help="measurements of a busy cell")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=30.0, help="seconds to wait for a quiet machine"
+    )
     args = parser.parse_args(argv)
     if (args.baseline or args.peer) and args.database_url:
         parser.error("a comparison gives each server its own SQLite file: no --database-url")
