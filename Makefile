@@ -108,9 +108,11 @@ serve: $(STAMP) ## production server (gunicorn) on HOST:PORT; migrates first, cr
 # measures the gateway against calling the fake directly. BENCH_ARGS: e.g. "--duration 5".
 # BASELINE=<git rev> also serves that revision (a git worktree, its own venv cached in
 # var/bench-baseline/, its own database and port) and measures both, alternating cell by cell.
-bench: $(STAMP) ## benchmark make serve against the fake upstream (BASELINE=<rev>: compare); writes bench/RESULTS.md
-	@$(PY) -m bench.run $(if $(BASELINE),--baseline '$(BASELINE)') \
-		--command 'make bench$(if $(BASELINE), BASELINE=$(BASELINE))$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' \
+# PEER=litellm also measures LiteLLM's proxy (installed once in var/bench-peer/) in the same run,
+# against the same fake, with the same OpenAI-shaped request.
+bench: $(STAMP) ## benchmark make serve against the fake upstream (BASELINE=<rev>, PEER=litellm: compare in the same run); writes bench/RESULTS.md
+	@$(PY) -m bench.run $(if $(BASELINE),--baseline '$(BASELINE)') $(if $(PEER),--peer '$(PEER)') \
+		--command 'make bench$(if $(BASELINE), BASELINE=$(BASELINE))$(if $(PEER), PEER=$(PEER))$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' \
 		$(BENCH_ARGS)
 
 # ALWRITY_ENV_FILE= : a developer's .env (keys, DEBUG, ...) never reaches the tests. DATABASE_URL
