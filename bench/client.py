@@ -255,8 +255,10 @@ async def load(
     duration: float,
     timeout: float,
     on_window=None,
+    ramp: float = 1.0,
 ) -> Cell:
-    """``concurrency`` keep-alive connections, each sending ``body`` to ``url`` back to back.
+    """``concurrency`` keep-alive connections, each sending ``body`` to ``url`` back to back,
+    the first requests of the connections spread evenly over ``ramp`` seconds.
 
     ``on_window(start: bool)`` is called when the measured window opens and closes (for the
     server's CPU time). Requests still in flight when it closes finish, uncounted.
@@ -266,12 +268,13 @@ async def load(
     now = time.perf_counter
     begin = now()
     opens, closes = begin + warmup, begin + warmup + duration
-    ramp = min(1.0, warmup / 2)
+    ramp = min(ramp, warmup / 2)
 
     async def user(number: int) -> None:
         # Users start spread over the first part of the warm-up (a ramp), not all at one
-        # instant: a closed loop with a fixed upstream delay would otherwise keep the whole
-        # first wave in step, a burst no real traffic sends.
+        # instant: a closed loop with a fixed upstream delay keeps the first wave in step, so
+        # users started within a second of each other with 5 s calls arrive as a burst every
+        # 5 s, which no real traffic of that many users sends.
         await asyncio.sleep(ramp * number / concurrency)
         connection = _Connection(host, port, request)
         while (started := now()) < closes:

@@ -524,8 +524,9 @@ def report(args, rows: list[dict], streams: dict, floor: list[dict], info: dict)
         "--delay-ms N`) in its own process; 20-word answers.",
         f"- Client: plain asyncio (a minimal HTTP/1.1 client) in one process, one keep-alive "
         f"connection per concurrent "
-        f"request, the users starting over the first {min(1.0, args.warmup / 2):g} s; per cell "
-        f"{args.warmup:g} s warm-up (not counted; at least the upstream delay plus the "
+        f"request, the users starting evenly over one upstream delay (at least 1 s: "
+        f"N users with calls of d seconds send N/d requests a second, not N at once every d); "
+        f"per cell {args.warmup:g} s warm-up (not counted; at least the upstream delay plus the "
         f"ramp), then {args.duration:g} s measured (at least twice the upstream delay; a "
         "request counts when it finishes inside the window), "
         f"{args.timeout:g} s per request at most; all on 127.0.0.1, client, fake and server "

@@ -169,12 +169,19 @@ def _marker(target: Target, fake) -> tuple[list, Callable[[bool], None]]:
     return marks, on_window
 
 
+def ramp_of(delay: int) -> float:
+    """Seconds over which a cell's users start: one call's length (at least a second), so that
+    a closed loop of N users with calls of ``delay`` ms sends N / delay requests a second
+    evenly, as N independent users would, instead of N at once every ``delay``."""
+    return max(1.0, delay / 1000)
+
+
 def cell_window(args, delay: int) -> tuple[float, float]:
-    """(warm-up, measured) seconds of a cell with ``delay`` ms upstream: at least one call's
-    length of warm-up (every user has had an answer: the first wave's burst is over) and two
-    calls' length measured (else a 5 s call could finish in no window at all)."""
-    ramp = min(1.0, args.warmup / 2)
-    return max(args.warmup, delay / 1000 + ramp), max(args.duration, 2 * delay / 1000)
+    """(warm-up, measured) seconds of a cell with ``delay`` ms upstream: at least the ramp and
+    one call's length of warm-up (every user has had an answer) and two calls' length measured
+    (else a 5 s call could finish in no window at all)."""
+    warmup = max(args.warmup, delay / 1000 + ramp_of(delay))
+    return warmup, max(args.duration, 2 * delay / 1000)
 
 
 def measure(
@@ -196,6 +203,7 @@ def measure(
                 duration=duration,
                 timeout=args.timeout,
                 on_window=on_window,
+                ramp=ramp_of(delay),
             )
         )
     cell.peak_rss = memory.peak

@@ -46,7 +46,9 @@ def test_delays_alone_keep_their_concurrencies_and_concurrency_applies_to_every_
 def test_a_long_delay_gets_a_window_that_sees_its_calls_finish():
     args = parse_args(["--warmup", "2", "--duration", "3"])
     assert cell_window(args, 0) == (2, 3)
-    assert cell_window(args, 5000) == (6, 10)
+    # The users start over one call's length (5 s), then one call's length more of warm-up.
+    assert cell_window(args, 5000) == (10, 10)
+    assert cell_window(args, 1000) == (2, 3)
 
 
 def test_the_order_of_targets_rotates_from_cell_to_cell():
