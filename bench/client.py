@@ -372,3 +372,11 @@ async def load_streams(
     cell.ttft.sort()
     cell.durations.sort()
     return cell
+
+
+def stream_ramp(args) -> float:
+    """Seconds over which the stream cell's streams start (``--stream-ramp``, by default one
+    stream's length, at least 2 s)."""
+    if args.stream_ramp is not None:
+        return args.stream_ramp
+    return max(2.0, args.stream_tokens * args.stream_interval_ms / 1000)

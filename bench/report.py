@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.client import Cell, StreamCell
+from bench.client import Cell, StreamCell, stream_ramp
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -435,7 +435,7 @@ def _others(rows: list[dict], names: tuple[str, ...]) -> str:
 def stream_description(args) -> str:
     return (
         f"{args.streams:,} streamed calls at once (started evenly over "
-        f"{args.stream_ramp:g} s), each answered by the fake with "
+        f"{stream_ramp(args):g} s), each answered by the fake with "
         f"{args.stream_tokens} one-word events {args.stream_interval_ms:g} ms apart "
         f"(`stream_chunk_words=1`, `stream_chunk_delay_ms={args.stream_interval_ms:g}`, no "
         "delay before the first); a stream is complete when it ends normally with the "

@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench.baseline import baseline_checkout, describe_working_tree
-from bench.client import Cell, StreamCell, load, load_streams, raise_fd_limit
+from bench.client import Cell, StreamCell, load, load_streams, raise_fd_limit, stream_ramp
 from bench.peer import LITELLM_VERSION, PEERS, LiteLLMProxy
 from bench.report import (
     COMPARISON_HEADING,
@@ -227,7 +227,7 @@ def measure_streams(args, target: Target, fake) -> StreamCell:
                 request.headers,
                 request.shape,
                 streams=args.streams,
-                ramp=args.stream_ramp,
+                ramp=stream_ramp(args),
                 timeout=stream_timeout(args),
                 on_window=on_window,
             )
@@ -593,11 +593,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--stream-interval-ms", type=float, default=100.0, help="between a stream's events"
     )
-    # Over 2 s, not the cells' 1 s: the fake builds a whole stream's events when it starts it
-    # (about 1 ms of CPU), and a thousand in one second would keep its loop busy, delaying
-    # the direct streams' first tokens by a hundred milliseconds or more.
+    # By default over one stream's length (tokens x interval), as the cells' users start over
+    # one call's length: a thousand users with 10 s streams start a hundred a second. At least
+    # 2 s: the fake builds a whole stream's events when it starts it (about 1 ms of CPU), and a
+    # thousand in one second would delay the direct streams' first tokens by 100 ms or more.
     parser.add_argument(
-        "--stream-ramp", type=float, default=2.0, help="seconds over which the streams start"
+        "--stream-ramp",
+        type=float,
+        default=None,
+        help="seconds over which the streams start (default: one stream's length, at least 2)",
     )
     parser.add_argument("--provider", default="gemini", choices=sorted(KEYS))
     parser.add_argument("--gateway-only", action="store_true", help="skip the direct rows")

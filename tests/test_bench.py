@@ -353,3 +353,11 @@ def test_the_comparison_report_puts_the_peer_beside_this_project():
     assert "| health/ | 0 | 32 | current | 1500.0 | - |" in text
     assert "No delay, 32 concurrent: ≥ 2.5 times LiteLLM's req/s: 700.0 vs 240.0" in text
     assert "- LiteLLM: `litellm --num_workers 2`" in text
+
+
+def test_streams_start_over_one_streams_length_unless_told():
+    from bench.client import stream_ramp
+
+    assert stream_ramp(parse_args([])) == 10  # 100 events 100 ms apart
+    assert stream_ramp(parse_args(["--stream-tokens", "10"])) == 2  # at least 2 s
+    assert stream_ramp(parse_args(["--stream-ramp", "0.5"])) == 0.5
