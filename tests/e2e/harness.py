@@ -472,3 +472,14 @@ def wait_until(check, *, timeout: float = 10.0, consecutive: int = 1, what: str 
         if streak < consecutive:
             assert time.monotonic() < deadline, f"not within {timeout:g}s: {what or check}"
             time.sleep(0.05)
+
+
+def within_one_rate_window(seconds: float, window: float = 60.0) -> None:
+    """Wait, if need be, until ``seconds`` fit before the end of the current throttle window
+    (windows of the rate's length, from the epoch, on this machine's clock, which the servers
+    share). A throttle counts per window and weighs the previous window's count by how much of
+    it the sliding window still covers: a flood that crossed into the next window would have
+    part of it judged by that estimate instead of by its exact count."""
+    left = window - time.time() % window
+    if left < seconds:
+        time.sleep(left + 0.2)

@@ -46,7 +46,14 @@ from tests.e2e.fleet_support import (
     on_postgresql,
     set_limits,
 )
-from tests.e2e.harness import Client, Reply, Server, assert_error, server_database
+from tests.e2e.harness import (
+    Client,
+    Reply,
+    Server,
+    assert_error,
+    server_database,
+    within_one_rate_window,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -362,6 +369,7 @@ def test_a_throttle_counts_once_across_both_servers(throttled, fake, reporting):
     a, b = map(reporting, throttled)
     account = create_account(a.env, "fleet-throttled")
 
+    within_one_rate_window(20)
     replies = through_both(
         a.client(account.token), b.client(account.token), "generate/", {"prompt": "rate"}
     )
