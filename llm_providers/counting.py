@@ -220,8 +220,12 @@ class AppendCounter:
     def add(self, key: str, delta: int, timeout: int) -> int:
         self._sweep_now_and_then(timeout)
         if delta >= 0:
-            ups = self._append(self._path(key, "up"), delta)
-            return ups - self._size(self._path(key, "down"))
+            # The downs are read before the up is appended: a down taken after it (another
+            # request refused after this one counted) must not make this count look smaller,
+            # or two requests could each see room for one. As it is, a count is never below the
+            # requests counted before it and not taken back out, as ``incr`` in Redis returns.
+            downs = self._size(self._path(key, "down"))
+            return self._append(self._path(key, "up"), delta) - downs
         downs = self._append(self._path(key, "down"), -delta)
         return self._size(self._path(key, "up")) - downs
 
