@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.client import Cell, StreamCell, stream_ramp
+from bench.hostile import HostileResult, hostile_line
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -444,7 +445,14 @@ def stream_description(args) -> str:
     )
 
 
-def report(args, rows: list[dict], streams: dict, floor: list[dict], info: dict) -> str:
+def report(
+    args,
+    rows: list[dict],
+    streams: dict,
+    floor: list[dict],
+    info: dict,
+    hostile: HostileResult | None = None,
+) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     errors = [
         f"- delay {r['delay']} ms, concurrency {r['concurrency']}, {name}: "
@@ -454,6 +462,12 @@ def report(args, rows: list[dict], streams: dict, floor: list[dict], info: dict)
         if r[name].errors
     ] + stream_errors(streams)
     targets = target_lines(cells_by_load(rows), streams, ours="gateway")
+    if args.hostile:
+        targets.append(
+            hostile_line(
+                hostile, slowloris=args.slowloris, slow_bodies=args.slow_bodies, idle=args.idle
+            )
+        )
     lines = [
         "# Benchmark results",
         "",

@@ -54,6 +54,7 @@ from pathlib import Path
 
 from bench.baseline import baseline_checkout, describe_working_tree
 from bench.client import Cell, StreamCell, load, load_streams, raise_fd_limit, stream_ramp
+from bench.hostile import HostileResult, attack, hostile_line
 from bench.peer import LITELLM_VERSION, PEERS, LiteLLMProxy
 from bench.report import (
     COMPARISON_HEADING,
@@ -332,6 +333,32 @@ def current_gateway(workdir: Path, base: dict[str, str], database_url: str = "")
     return Gateway("current", ROOT, Path(sys.executable), env, workdir / "current.log")
 
 
+def under_attack(args, gateway) -> HostileResult:
+    """``bench.hostile``'s attack on ``gateway`` for ``--hostile`` seconds."""
+    parts = urllib.parse.urlsplit(gateway.url)
+    print(
+        f"bench: {args.slowloris} slowloris + {args.slow_bodies} slow-body + {args.idle} idle "
+        f"connections for {args.hostile:g} s, probing health/ and making one generation",
+        flush=True,
+    )
+    result = asyncio.run(
+        attack(
+            parts.hostname,
+            parts.port,
+            gateway.token,
+            seconds=args.hostile,
+            slowloris=args.slowloris,
+            slow_bodies=args.slow_bodies,
+            idle=args.idle,
+        )
+    )
+    line = hostile_line(
+        result, slowloris=args.slowloris, slow_bodies=args.slow_bodies, idle=args.idle
+    )
+    print(f"bench: {line.removeprefix('- ')}", flush=True)
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     if args.baseline or args.peer:
         return run_comparison(args)
@@ -339,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict] = []
     streams: dict[str, StreamCell] = {}
     floor: list[dict] = []  # GET health/ per concurrency: what the server costs doing nothing
+    hostile: HostileResult | None = None
     with bench_run() as (workdir, fake, fake_url, base):
         gateway = current_gateway(workdir, base, args.database_url)
         try:
@@ -375,6 +403,9 @@ def run(args: argparse.Namespace) -> int:
                             args, lambda t=target: measure_streams(args, t, fake), "streams"
                         )
                         print(f"bench: {describe_streams(name, streams[name])}", flush=True)
+            if args.hostile:
+                set_delay(fake_url, 0)
+                hostile = under_attack(args, gateway)
             if not args.no_floor:
                 set_delay(fake_url, 0)
                 for concurrency in floor_concurrency(args.concurrency):
@@ -388,7 +419,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             gateway.stop()
     print()
-    text = report(args, rows, streams, floor, info)
+    text = report(args, rows, streams, floor, info, hostile)
     print(text.partition("\n## Conditions")[0])
     if not args.no_write:
         write_results(text, COMPARISON_HEADING, keep="after")
@@ -603,6 +634,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="seconds over which the streams start (default: one stream's length, at least 2)",
     )
+    parser.add_argument(
+        "--hostile",
+        type=float,
+        default=25.0,
+        help="seconds of slow and idle connections against the server (0: none)",
+    )
+    parser.add_argument("--slowloris", type=int, default=400, help="clients trickling headers")
+    parser.add_argument("--slow-bodies", type=int, default=400, help="clients trickling a body")
+    parser.add_argument("--idle", type=int, default=1500, help="idle keep-alive connections")
     parser.add_argument("--provider", default="gemini", choices=sorted(KEYS))
     parser.add_argument("--gateway-only", action="store_true", help="skip the direct rows")
     parser.add_argument("--database-url", help="default: a fresh SQLite file")

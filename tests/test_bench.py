@@ -361,3 +361,23 @@ def test_streams_start_over_one_streams_length_unless_told():
     assert stream_ramp(parse_args([])) == 10  # 100 events 100 ms apart
     assert stream_ramp(parse_args(["--stream-tokens", "10"])) == 2  # at least 2 s
     assert stream_ramp(parse_args(["--stream-ramp", "0.5"])) == 0.5
+
+
+def test_the_hostile_line_says_met_only_with_a_fast_probe_and_a_completed_generation():
+    from bench.hostile import HostileResult, hostile_line
+
+    sizes = {"slowloris": 400, "slow_bodies": 400, "idle": 1500}
+    fast = HostileResult(400, 400, 1500, probes=[0.002] * 99 + [0.15], generation_status=200)
+    fast.generation_seconds = 0.02
+    assert fast.probe_pct(99) == pytest.approx(2.0)
+    assert "**MET**" in hostile_line(fast, **sizes)
+    assert "the generation answered 200 in 20 ms" in hostile_line(fast, **sizes)
+
+    stalled = HostileResult(400, 400, 1500, probes=[0.002], probe_failures=5)
+    assert stalled.probe_pct(99) == float("inf")  # a failed probe counts as the slowest
+    line = hostile_line(stalled, **sizes)
+    assert "**MISSED**" in line and "5 failed" in line and "no answer" in line
+
+    slow = HostileResult(400, 400, 1500, probes=[0.5] * 10, generation_status=200)
+    assert "**MISSED**" in hostile_line(slow, **sizes)
+    assert "not measured" in hostile_line(None, **sizes)
