@@ -3,6 +3,8 @@
 import os
 import subprocess
 import sys
+import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
@@ -139,22 +141,36 @@ def test_the_server_sweeps_by_itself(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    # The log is read as it comes: the sweep logs just after its UPDATE commits, so a server
+    # stopped as soon as the row reads "interrupted" could be stopped before the line is out.
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(server.stderr), daemon=True)
+    reader.start()
     try:
         status = _wait_for_status(database, "interrupted", timeout=30)
+        _wait_for(lambda: any("Interrupted 1 LLM attempt" in line for line in lines), 10)
+        time.sleep(1)  # five sweep intervals: room for another worker's sweep, were it to happen
     finally:
         server.terminate()
         try:
-            _, errors = server.communicate(timeout=30)
+            server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-            _, errors = server.communicate()
+            server.wait()
+        reader.join(timeout=10)
+    errors = "".join(lines)
     assert status == "interrupted", errors
     assert errors.count("Interrupted 1 LLM attempt") == 1  # one sweep did it, of two workers
 
 
+def _wait_for(check, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _wait_for_status(database: Path, wanted: str, timeout: float) -> str:
     import sqlite3
-    import time
     from contextlib import closing
 
     deadline = time.monotonic() + timeout
