@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from django.conf import settings
-from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.filebased import FileBasedCache
 
 # Seconds a count waits for the lock of its key (the file cache only) before giving up.
@@ -40,7 +40,8 @@ LOCK_STRIPES = 256
 # the maximum, jittered so that waiters released together do not retry together.
 POLL_FIRST, POLL_MAX = 0.0002, 0.005
 
-_thread_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+# One per lock file, for the threads of this process (a fixed set, as the files are).
+_thread_locks: dict[str, threading.Lock] = {}
 
 
 class CountLockTimeout(Exception):
@@ -84,7 +85,7 @@ def file_lock(path: str, wait: float = LOCK_WAIT) -> Iterator[None]:
     stripe first. A descriptor of its own each time: closing it (or the holder's death)
     releases the lock."""
     deadline = time.monotonic() + wait
-    thread_lock = _thread_locks[int(os.path.basename(path)[6:9])]
+    thread_lock = _thread_locks.setdefault(path, threading.Lock())
     if not thread_lock.acquire(timeout=wait):
         raise CountLockTimeout
     try:
@@ -112,39 +113,18 @@ def _file_cache_dir(alias: str) -> str | None:
     return None
 
 
-def count_up(
-    key: str,
-    timeout: int,
-    *,
-    delta: int = 1,
-    extend: bool = True,
-    wait: float = LOCK_WAIT,
-    alias: str = DEFAULT_CACHE_ALIAS,
-) -> int:
+def count_up(key: str, timeout: int, *, delta: int = 1, wait: float = LOCK_WAIT) -> int:
     """Add ``delta`` to the count at ``key`` (a missing count is 0) and return the new count,
-    which is forgotten ``timeout`` seconds after its last change. ``extend=False`` allows that
-    to be ``timeout`` seconds after it was first counted instead, where that saves a round trip
-    (for counts whose keys are never reused, like a throttle's windows).
+    which is forgotten ``timeout`` seconds after its last change.
 
     With the file cache, ``CountLockTimeout`` when its lock is not had within ``wait``."""
-    cache = caches[alias]
-    directory = _file_cache_dir(alias)
+    directory = _file_cache_dir(DEFAULT_CACHE_ALIAS)
     if directory is not None:
         with file_lock(lock_file_path(directory, key), wait):
             count = cache.get(key, 0) + delta
             cache.set(key, count, timeout=timeout)
             return count
-    if cache.add(key, delta, timeout=timeout):
-        return delta
-    try:
-        count = cache.incr(key, delta)
-    except ValueError:  # expired between the two calls
-        cache.add(key, delta, timeout=timeout)
-        return delta
-    if extend:
-        # ``incr`` keeps the expiry ``add`` set; a run of failures moves it on.
-        cache.touch(key, timeout=timeout)
-    return count
+    return CacheCounter().add(key, delta, timeout, extend=True)
 
 
 # --- Counts under keys that are never reused (a throttle's windows) -----------------------------
@@ -167,14 +147,19 @@ class CacheCounter:
     def __init__(self, alias: str = DEFAULT_CACHE_ALIAS):
         self.cache = caches[alias]
 
-    def add(self, key: str, delta: int, timeout: int) -> int:
+    def add(self, key: str, delta: int, timeout: int, *, extend: bool = False) -> int:
+        """``extend``: forget the count ``timeout`` seconds after its last change instead (one
+        more round trip when it already existed)."""
         if self.cache.add(key, delta, timeout=timeout):
             return delta
         try:
-            return self.cache.incr(key, delta)
+            count = self.cache.incr(key, delta)
         except ValueError:  # expired between the two calls
             self.cache.add(key, delta, timeout=timeout)
             return delta
+        if extend:  # ``incr`` keeps the expiry ``add`` set
+            self.cache.touch(key, timeout=timeout)
+        return count
 
     def get(self, key: str) -> int:
         return self.cache.get(key, 0)
