@@ -13,6 +13,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from bench.client import percentile
+
 PROBE_EVERY = 0.1  # seconds between health probes
 SETTLE = 3.0  # seconds the attack runs before the probes and the generation start
 
@@ -29,11 +31,7 @@ class HostileResult:
 
     def probe_pct(self, p: float) -> float | None:
         """The p-th percentile of the health probes in ms (a failed probe counts as slowest)."""
-        values = sorted(self.probes) + [float("inf")] * self.probe_failures
-        if not values:
-            return None
-        rank = max(1, -(-len(values) * p // 100))
-        return values[int(rank) - 1] * 1000
+        return percentile(sorted(self.probes) + [float("inf")] * self.probe_failures, p)
 
 
 async def attack(
