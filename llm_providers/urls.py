@@ -3,7 +3,7 @@
 from django.urls import path
 
 from .api import views
-from .api.openai_compat import ChatCompletionsView
+from .api.openai_compat import ChatCompletionsView, ModelDetailView, ModelListView
 
 app_name = "llm_providers"
 
@@ -20,4 +20,7 @@ urlpatterns = [
     path("providers/", views.ProvidersView.as_view(), name="providers"),
     path("health/", views.HealthView.as_view(), name="health"),
     path("v1/chat/completions", ChatCompletionsView.as_view(), name="chat-completions"),
+    path("v1/models", ModelListView.as_view(), name="models"),
+    # Model ids hold slashes (openai/gpt-4o); the SDK sends them percent-encoded, as one segment.
+    path("v1/models/<path:model>", ModelDetailView.as_view(), name="model"),
 ]

@@ -1,4 +1,4 @@
-"""``POST v1/chat/completions``: the OpenAI chat-completions shape over the same router.
+"""``POST v1/chat/completions`` and ``GET v1/models``: OpenAI's shapes over the same router.
 
 So the official ``openai`` SDK (``base_url=<host>/api/llm/v1``, ``api_key=<DRF token>``) works,
 accounted like every other call. ``model`` picks the provider (SPEC §8, §12.1): ``<name>/<id>``
@@ -6,6 +6,7 @@ for any provider of the registry (``gemini/…``, ``hf/…``, a custom ``ollama/
 ``<vendor>/<name>`` OpenRouter; omitted or ``auto`` is the primary provider with its default
 model. The chain (SPEC §5.1) applies whatever ``model`` says: ``models`` (OpenRouter's name for
 it) gives the request's own fallbacks, else ``LLM_FALLBACKS`` or the other available providers.
+``v1/models`` lists the models in that routing form (``model_catalog``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..exceptions import LLMError
 from ..results import Generation, Message, TextDelta
 from ..router import route
 from .base import AppAPIView
+from .model_catalog import find_model, list_models, routing_id
 from .schema import OpenApiTypes, extend_schema, extend_schema_field
 from .serializers import StrictBooleanField, StrictFloatField, StrictIntegerField
 from .streaming import StreamingContentNegotiation, event_stream_response, sse
@@ -36,9 +38,7 @@ _FINISH = {
 
 def public_model(generation: Generation) -> str:
     """The model that answered, named the way a client would ask for it again."""
-    if generation.provider == "openrouter":
-        return generation.model
-    return f"{generation.provider}/{generation.model}"
+    return routing_id(generation.provider, generation.model)
 
 
 @extend_schema_field(
@@ -249,3 +249,46 @@ def _chunks(
         yield sse({"error": exc.as_dict()})
     finally:
         items.close()
+
+
+class ModelSerializer(serializers.Serializer):
+    """OpenAI's ``model`` object: ``id`` is what ``v1/chat/completions`` takes as ``model``."""
+
+    id = serializers.CharField()
+    object = serializers.ChoiceField(choices=["model"])
+    created = serializers.IntegerField(help_text="Unix time its price was set; 0 if unpriced")
+    owned_by = serializers.CharField(help_text="the provider's name (see providers/)")
+
+
+class ModelListSerializer(serializers.Serializer):
+    object = serializers.ChoiceField(choices=["list"])
+    data = ModelSerializer(many=True)
+
+
+class ModelListView(AppAPIView):
+    """The models a client may name (SPEC §8): each available provider's default model, then
+    the priced ones, in routing form; what the SDK's ``models.list()`` reads."""
+
+    @extend_schema(
+        summary="List the models (OpenAI's shape)",
+        description="Each available provider's default model and every priced model, with ids "
+        "in the form v1/chat/completions takes as `model`; `owned_by` is the provider.",
+        responses={200: ModelListSerializer},
+    )
+    def get(self, request):
+        data = [entry.as_dict() for entry in list_models(request.user.pk)]
+        return Response({"object": "list", "data": data})
+
+
+class ModelDetailView(AppAPIView):
+    """One model of the list (the SDK's ``models.retrieve``); an id not listed is a 404
+    ``model_not_found``."""
+
+    @extend_schema(
+        summary="Retrieve a model (OpenAI's shape)",
+        description="One model of v1/models, by any routing form of its id "
+        "(e.g. gemini/gemini-2.5-flash); a model not in the list is a 404.",
+        responses={200: ModelSerializer},
+    )
+    def get(self, request, model: str):
+        return Response(find_model(model, request.user.pk).as_dict())
