@@ -4,10 +4,14 @@ available provider's default model and every priced model, ids in the routing fo
 
 from __future__ import annotations
 
+import openai
 import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from llm_providers.models import ModelPrice
 from llm_providers.router import route
+from tests.api.fake_support import fake_upstream, sdk_client
 from tests.api.support import API, assert_error, token_client
 
 pytestmark = pytest.mark.django_db
@@ -198,3 +202,51 @@ def test_the_models_need_credentials(anon, path):
     assert_error(anon.get(path), 401, "not_authenticated")
     anon.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
     assert_error(anon.get(path), 401, "authentication_failed")
+
+
+# --- The official SDK on a live server, the fake upstream behind it ------------------------------
+
+
+@pytest.fixture
+def sdk_token(django_user_model) -> str:
+    return Token.objects.create(user=django_user_model.objects.create_user("sdk-models")).key
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sdk_lists_retrieves_and_uses_every_model(live_server, sdk_token, settings, http):
+    with (
+        fake_upstream(settings, http, "gemini", "openrouter", "huggingface") as fake,
+        sdk_client(live_server, sdk_token, max_retries=0, timeout=20) as client,
+    ):
+        models = list(client.models.list())
+        bearer = APIClient()
+        bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {sdk_token}")
+        assert [m.id for m in models] == ids(bearer)
+        assert {m.owned_by for m in models} == {"gemini", "openrouter", "huggingface"}
+        assert priced_ids() <= {m.id.lower() for m in models}  # prices are kept lower-case
+
+        retrieved = client.models.retrieve("openrouter/google/gemini-2.5-pro")  # sent as %2F
+        assert (retrieved.id, retrieved.owned_by) == (
+            "openrouter/google/gemini-2.5-pro",
+            "openrouter",
+        )
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.models.retrieve("acme/none")
+        assert missing.value.body["code"] == "model_not_found"
+
+        for model in models:
+            completion = client.chat.completions.create(
+                model=model.id, messages=[{"role": "user", "content": "Colours?"}]
+            )
+            assert completion.choices[0].message.content, model.id
+            assert completion.model.lower() == model.id.lower()
+        sent = [upstream_model(record) for record in fake.requests()]
+        # One request each (none refused or retried), for the model the id names.
+        assert sent == [route(m.id)[1] for m in models]
+
+
+def upstream_model(record: dict) -> str:
+    """The model a recorded upstream request asked for: in Gemini's path, else in the body."""
+    if record["provider"] == "gemini":
+        return record["path"].rpartition("/models/")[2].partition(":")[0]
+    return record["json"]["model"]
