@@ -23,7 +23,7 @@ from ..results import Generation, Message, TextDelta
 from ..router import route
 from .base import AppAPIView
 from .model_catalog import find_model, list_models, routing_id
-from .schema import OpenApiTypes, extend_schema, extend_schema_field
+from .schema import OpenApiExample, OpenApiTypes, extend_schema, extend_schema_field
 from .serializers import StrictBooleanField, StrictFloatField, StrictIntegerField
 from .streaming import StreamingContentNegotiation, event_stream_response, sse
 from .throttling import GenerationRateThrottle
@@ -145,13 +145,58 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
         return attrs
 
 
+#: The request examples in the docs; ``model: "auto"`` (the primary provider's default model)
+#: makes each succeed as it is with whatever provider is configured.
+CHAT_EXAMPLES = [
+    OpenApiExample(
+        "Chat",
+        summary="A conversation, answered by the primary provider",
+        value={
+            "model": "auto",
+            "messages": [
+                {"role": "system", "content": "You answer in one sentence."},
+                {"role": "user", "content": "Why is the sky blue?"},
+            ],
+            "max_tokens": 200,
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "JSON schema",
+        summary="Structured output (OpenAI's response_format)",
+        value={
+            "model": "auto",
+            "messages": [{"role": "user", "content": "Name the three primary colours of paint."}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "colours",
+                    "schema": {
+                        "type": "object",
+                        "properties": {"colours": {"type": "array", "items": {"type": "string"}}},
+                        "required": ["colours"],
+                    },
+                },
+            },
+        },
+        request_only=True,
+    ),
+]
+
+
 class ChatCompletionsView(AppAPIView):
+    """OpenAI's chat completions (the SDK's ``chat.completions.create``) over the router."""
+
     # Its own rate only: one throttle history read and written per generation, not two.
     throttle_classes = [GenerationRateThrottle]
     content_negotiation_class = StreamingContentNegotiation
 
     @extend_schema(
+        summary="Chat completions (OpenAI's shape)",
+        description="What OpenAI's SDKs call with base_url=<host>/api/llm/v1; `model` in "
+        "routing form (see v1/models) or `auto`; `stream: true` answers OpenAI's chunks.",
         request=ChatCompletionRequestSerializer,
+        examples=CHAT_EXAMPLES,
         responses={200: OpenApiTypes.OBJECT, (200, "text/event-stream"): OpenApiTypes.STR},
     )
     def post(self, request):
@@ -270,6 +315,7 @@ class ModelListView(AppAPIView):
     the priced ones, in routing form; what the SDK's ``models.list()`` reads."""
 
     @extend_schema(
+        operation_id="api_llm_v1_models_list",
         summary="List the models (OpenAI's shape)",
         description="Each available provider's default model and every priced model, with ids "
         "in the form v1/chat/completions takes as `model`; `owned_by` is the provider.",
@@ -285,6 +331,7 @@ class ModelDetailView(AppAPIView):
     ``model_not_found``."""
 
     @extend_schema(
+        operation_id="api_llm_v1_models_retrieve",
         summary="Retrieve a model (OpenAI's shape)",
         description="One model of v1/models, by any routing form of its id "
         "(e.g. gemini/gemini-2.5-flash); a model not in the list is a 404.",

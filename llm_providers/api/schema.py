@@ -13,6 +13,7 @@ try:
     from drf_spectacular.extensions import OpenApiAuthenticationExtension
     from drf_spectacular.types import OpenApiTypes
     from drf_spectacular.utils import (
+        OpenApiExample,
         OpenApiParameter,
         OpenApiResponse,
         extend_schema,
@@ -31,7 +32,7 @@ except ImportError:
     def _unused(*args: Any, **kwargs: Any) -> None:
         return None
 
-    OpenApiParameter = OpenApiResponse = inline_serializer = _unused
+    OpenApiExample = OpenApiParameter = OpenApiResponse = inline_serializer = _unused
 
     class _AnyType:
         def __getattr__(self, name: str) -> None:
@@ -43,6 +44,7 @@ SPECTACULAR_INSTALLED = OpenApiAuthenticationExtension is not None
 
 __all__ = [
     "SPECTACULAR_INSTALLED",
+    "OpenApiExample",
     "OpenApiParameter",
     "OpenApiResponse",
     "OpenApiTypes",

@@ -79,7 +79,22 @@ class RejectUnknownFieldsMixin:
         return super().validate(attrs)
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": True,
+        "description": "A JSON Schema (an object) the answer must match; the parsed answer "
+        "is returned as `data`.",
+    }
+)
+class JSONSchemaField(serializers.JSONField):
+    """A JSON Schema, documented as the object it is (checked by ``validate_json_schema``)."""
+
+
 class GenerateRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """A generation: the prompt, and optionally the provider, model and output constraints.
+    Without ``provider`` and ``model`` the primary provider answers with its default model."""
+
     prompt = StrictCharField(trim_whitespace=False)
     system_prompt = StrictCharField(
         required=False, allow_null=True, allow_blank=True, trim_whitespace=False
@@ -88,7 +103,7 @@ class GenerateRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer
     model = StrictCharField(required=False, allow_null=True, max_length=200)
     temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
     max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1)
-    json_schema = serializers.JSONField(required=False, allow_null=True)
+    json_schema = JSONSchemaField(required=False, allow_null=True)
     stream = StrictBooleanField(required=False, default=False)
     # The chain after the first model (SPEC §5.1), e.g. ["openrouter/openai/gpt-4o-mini"].
     fallback_models = serializers.ListField(

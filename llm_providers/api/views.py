@@ -37,6 +37,7 @@ from .base import AppAPIConfig, AppAPIView
 from .errors import error_body
 from .permissions import StaffModelPermissions
 from .schema import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     OpenApiTypes,
@@ -64,6 +65,37 @@ _VALIDATE = OpenApiParameter(
 )
 
 
+#: ``generate/``'s request examples in the docs. Each succeeds as it is with whatever provider
+#: is configured: none names a provider or a model.
+GENERATE_EXAMPLES = [
+    OpenApiExample(
+        "Text",
+        summary="Text from the primary provider's default model",
+        value={"prompt": "Write a haiku about the sea.", "temperature": 0.7, "max_tokens": 200},
+        request_only=True,
+    ),
+    OpenApiExample(
+        "JSON",
+        summary="JSON that matches a schema (returned parsed as `data`)",
+        value={
+            "prompt": "Name the three primary colours of paint.",
+            "json_schema": {
+                "type": "object",
+                "properties": {"colours": {"type": "array", "items": {"type": "string"}}},
+                "required": ["colours"],
+            },
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "Stream",
+        summary="Text as server-sent events",
+        value={"prompt": "Tell a short story about a lighthouse.", "stream": True},
+        request_only=True,
+    ),
+]
+
+
 class GenerateView(AppAPIView):
     """Generate text (or JSON valid against ``json_schema``) with fallback across providers."""
 
@@ -72,7 +104,11 @@ class GenerateView(AppAPIView):
     content_negotiation_class = StreamingContentNegotiation
 
     @extend_schema(
+        summary="Generate text or JSON",
+        description="One generation by the primary provider (or the one named), falling back "
+        "along the chain on provider failures; `stream: true` answers server-sent events.",
         request=s.GenerateRequestSerializer,
+        examples=GENERATE_EXAMPLES,
         responses={
             200: s.GenerationSerializer,
             (200, "text/event-stream"): OpenApiTypes.STR,
@@ -106,6 +142,9 @@ class UsageView(AppAPIView):
     """The caller's own usage in a billing period, and what is left of their budget."""
 
     @extend_schema(
+        summary="Your usage in a month",
+        description="Calls, tokens and cost per provider in a billing month, and what is left "
+        "of your budget.",
         parameters=[OpenApiParameter("period", str, description="YYYY-MM (UTC); default: now")],
         responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(_ERROR)},
     )
@@ -171,12 +210,15 @@ class CallsView(AppAPIConfig, generics.ListAPIView):
     serializer_class = s.LedgerEntrySerializer
 
     @extend_schema(
+        summary="Your calls (the ledger)",
+        description="Your calls, newest first, a page at a time; filter by provider, status "
+        "and date.",
         parameters=[
             OpenApiParameter("provider", str, description="a provider's name or alias"),
             OpenApiParameter("status", str, enum=[c.value for c in CallStatus]),
             OpenApiParameter("since", OpenApiTypes.DATE, description="inclusive (UTC)"),
             OpenApiParameter("until", OpenApiTypes.DATE, description="inclusive (UTC)"),
-        ]
+        ],
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
@@ -245,6 +287,9 @@ class CostReportView(AppAPIView):
         return response
 
     @extend_schema(
+        summary="Cost report (staff)",
+        description="Calls, tokens and cost per user, provider, model, day or key owner over "
+        "an inclusive date range; `format=csv` answers CSV.",
         parameters=[
             OpenApiParameter("start", OpenApiTypes.DATE, description="default: 1st of the month"),
             OpenApiParameter("end", OpenApiTypes.DATE, description="default: end of the month"),
@@ -324,11 +369,17 @@ class KeyListView(AppAPIView):
     permission_classes = [StaffModelPermissions]
     queryset = APIKey.objects.filter(owner__isnull=True)  # the platform's; users' are theirs
 
-    @extend_schema(responses={200: s.APIKeySerializer(many=True)})
+    @extend_schema(
+        summary="List the provider keys (staff)",
+        description="The platform's stored provider keys, masked.",
+        responses={200: s.APIKeySerializer(many=True)},
+    )
     def get(self, request):
         return Response(s.APIKeySerializer(self.queryset.all(), many=True).data)
 
     @extend_schema(
+        summary="Add a provider key (staff)",
+        description="Stores the key encrypted and makes it its provider's active key at once.",
         parameters=[_VALIDATE],
         request=s.APIKeyCreateSerializer,
         responses={
@@ -360,6 +411,8 @@ class KeyDetailView(AppAPIView):
     queryset = APIKey.objects.filter(owner__isnull=True)  # users' keys are theirs (me/keys/)
 
     @extend_schema(
+        summary="Change a provider key (staff)",
+        description="Relabel, replace, activate or deactivate a stored key.",
         parameters=[_VALIDATE],
         request=s.APIKeyUpdateSerializer,
         responses={
@@ -400,7 +453,11 @@ class KeyDetailView(AppAPIView):
             )
             raise
 
-    @extend_schema(responses={204: None, 403: OpenApiResponse(_ERROR)})
+    @extend_schema(
+        summary="Delete a provider key (staff)",
+        description="Removes the stored key for good.",
+        responses={204: None, 403: OpenApiResponse(_ERROR)},
+    )
     def delete(self, request, pk: int):
         get_object_or_404(self.queryset.all(), pk=pk).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -413,12 +470,18 @@ class MyKeyListView(AppAPIView):
     ``?validate=1`` tests it with its provider first; ``platform_fallback: true`` lets a call
     the provider refuses with it be retried with the platform's key."""
 
-    @extend_schema(responses={200: s.MyKeySerializer(many=True)})
+    @extend_schema(
+        summary="List your own keys",
+        description="Your own provider keys, masked; your calls use them before the platform's.",
+        responses={200: s.MyKeySerializer(many=True)},
+    )
     def get(self, request):
         keys = APIKey.objects.filter(owner=request.user)
         return Response(s.MyKeySerializer(keys, many=True).data)
 
     @extend_schema(
+        summary="Add your own key",
+        description="Stores your key for a provider (replacing your previous one for it).",
         parameters=[_VALIDATE],
         request=s.MyKeyCreateSerializer,
         responses={
@@ -453,7 +516,11 @@ class MyKeyDetailView(AppAPIView):
     """Delete one of the caller's own keys: their next call to its provider uses the
     platform's key. Another user's key is a 404, as if it did not exist."""
 
-    @extend_schema(responses={204: None, 404: OpenApiResponse(_ERROR)})
+    @extend_schema(
+        summary="Delete your own key",
+        description="Your next call to its provider uses the platform's key.",
+        responses={204: None, 404: OpenApiResponse(_ERROR)},
+    )
     def delete(self, request, pk: int):
         get_object_or_404(APIKey.objects.filter(owner=request.user), pk=pk).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -463,7 +530,11 @@ class ProvidersView(AppAPIView):
     """Each provider, built-in and custom: whether it is available (a key, or none needed), its
     default model, its priority, the primary one, and its circuit (closed, open, half_open)."""
 
-    @extend_schema(responses={200: s.ProviderSerializer(many=True)})
+    @extend_schema(
+        summary="List the providers",
+        description="Each provider: available, default model, priority, primary, circuit state.",
+        responses={200: s.ProviderSerializer(many=True)},
+    )
     def get(self, request):
         keys = resolve_keys(request.user.pk)  # available to this user: their own keys too
         primary = registry.primary_provider(keys)
@@ -488,7 +559,11 @@ class HealthView(AppAPIView):
     permission_classes = [AllowAny]
     throttle_classes: list = []
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT})
+    @extend_schema(
+        summary="Health check",
+        description="Liveness and a database round trip; needs no credentials.",
+        responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+    )
     def get(self, request):
         try:
             with connection.cursor() as cursor:
@@ -509,7 +584,11 @@ class HealthView(AppAPIView):
 class APIRootView(AppAPIView):
     """A directory of the API (``/api/llm/``): the endpoints and the docs."""
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        summary="API directory",
+        description="A link to every endpoint and to the docs (a page in a browser).",
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request):
         names = [
             "generate",
