@@ -1,9 +1,10 @@
 """The admin's forms: keys (the secret is write-only, validated, and encrypted on save), summary
-corrections (applied as deltas), prices, and the cost report's date range."""
+corrections (applied as deltas), prices, and the date ranges of the cost report and the
+dashboard."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django import forms
@@ -15,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from . import crypto, registry
 from .accounting.ledger import ADJUSTABLE_FIELDS
 from .accounting.money import money_str
-from .accounting.reports import GROUPINGS, month_bounds
+from .accounting.reports import GROUPINGS, BadRange, check_range, month_bounds
 from .exceptions import ConfigurationError, LLMError
 from .keys import check_key
 from .models import APIKey, CustomProvider, ModelPrice, UsageSummary
@@ -354,4 +355,52 @@ class CostReportForm(forms.Form):
         end: date | None = cleaned.get("end")
         if start and end and start > end:
             self.add_error("end", "The end date is before the start date.")
+        return cleaned
+
+
+class DashboardForm(forms.Form):
+    """The dashboard's period: inclusive UTC days, the last ``DEFAULT_DAYS`` up to today by
+    default, at most ``MAX_DAYS`` (a chart of more days has no room for them; the cost report
+    covers longer ranges)."""
+
+    DEFAULT_DAYS = 30
+    MAX_DAYS = 366
+
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
+    end = forms.DateField(
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        help_text="Inclusive; days are UTC.",
+    )
+
+    @classmethod
+    def default_range(cls, today: date) -> tuple[date, date]:
+        return today - timedelta(days=cls.DEFAULT_DAYS - 1), today
+
+    @classmethod
+    def from_query(cls, query, today: date) -> DashboardForm:
+        """A bound form: the query's dates over the defaults."""
+        start, end = cls.default_range(today)
+        data = {"start": start.isoformat(), "end": end.isoformat()}
+        data.update({k: query[k] for k in data if query.get(k)})
+        return cls(data)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        start: date | None = cleaned.get("start")
+        end: date | None = cleaned.get("end")
+        if start is None or end is None:
+            return cleaned
+        if end < start:
+            self.add_error("end", "The end date is before the start date.")
+        elif (end - start).days >= self.MAX_DAYS:
+            self.add_error(
+                "end",
+                f"The dashboard shows at most {self.MAX_DAYS} days; the cost report covers "
+                "longer ranges.",
+            )
+        else:
+            try:
+                check_range(start, end)
+            except BadRange as exc:
+                self.add_error(exc.field, str(exc))
         return cleaned
