@@ -85,13 +85,25 @@ run: $(STAMP) .env ## dev server: .venv, .env, migrations, admin account, runser
 # ledger sweeper started). It needs a stable SECRET_KEY: a per-process random one would give
 # each worker its own sessions and its own derived encryption key. No control socket: gunicorn
 # 27 would put one in ~/.gunicorn, shared by every instance of the user.
+#
+# Metrics (/metrics): every worker writes its counters to files in PROMETHEUS_MULTIPROC_DIR and a
+# scrape sums them (prometheus-client's multiprocess mode). The directory must hold nothing of
+# an earlier run: its *.db files are removed at start. By default it is this server's own,
+# var/metrics/<pid of this make, which the server runs under>; those of servers that are gone
+# are removed too. An operator's PROMETHEUS_MULTIPROC_DIR (environment or .env) wins.
+serve: export PROMETHEUS_MULTIPROC_DIR := $(call setting,PROMETHEUS_MULTIPROC_DIR,$(CURDIR)/var/metrics/$(shell echo $$PPID))
 serve: $(STAMP) ## production server (gunicorn) on HOST:PORT; migrates first, creates no users
 	@if [ -z "$${SECRET_KEY:-}" ] && ! grep -qE '^[[:space:]]*SECRET_KEY[[:space:]]*=[[:space:]]*[^[:space:]]' .env 2>/dev/null; then \
 		echo "error: make serve needs SECRET_KEY, in the environment or in .env (make run, or $(PY) -m alwrity.envfile, writes one)" >&2; \
 		exit 1; fi
 	@echo "==> Migrating the database"
 	@$(MANAGE) migrate --noinput
-	@echo "==> gunicorn on http://$(host):$(port)/"
+	@for dir in var/metrics/[0-9]*/; do \
+		pid="$$(basename "$$dir")"; \
+		case "$$pid" in *[!0-9]*) continue;; esac; \
+		kill -0 "$$pid" 2>/dev/null || rm -rf "$$dir"; \
+	done; mkdir -p "$$PROMETHEUS_MULTIPROC_DIR" && rm -f "$$PROMETHEUS_MULTIPROC_DIR"/*.db
+	@echo "==> gunicorn on http://$(host):$(port)/ (worker metrics in $$PROMETHEUS_MULTIPROC_DIR)"
 	@exec $(BIN)/gunicorn alwrity.wsgi:application \
 		--bind "$(host):$(port)" \
 		--worker-class "$(call setting,GUNICORN_WORKER_CLASS,gthread)" \

@@ -45,3 +45,14 @@ def post_worker_init(worker):
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     start_sweeper()
+
+
+def child_exit(server, worker):
+    """A worker is gone (stopped, crashed or killed): its requests are no longer in flight.
+    prometheus-client's multiprocess mode (``make serve`` sets PROMETHEUS_MULTIPROC_DIR) sums
+    the in-flight gauge over the workers' files; this drops the dead worker's. Its counters
+    stay: what it counted still happened."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,8 +1,11 @@
-"""Root URLs: the admin, the llm_providers API under /api/llm/, and its OpenAPI docs."""
+"""Root URLs: the admin, the llm_providers API under /api/llm/, its OpenAPI docs, and the
+Prometheus metrics at /metrics (loopback or staff only)."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from llm_providers.api.monitoring import metrics_view
 
 # The API first: resolving tries the patterns in order, and the API is where the traffic is
 # (the prefixes are disjoint, so the order changes no match).
@@ -11,6 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 # Under /api/ errors keep the API's JSON body; elsewhere Django's pages.

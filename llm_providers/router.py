@@ -24,7 +24,7 @@ from typing import Any
 
 from django.db import connection
 
-from . import circuits
+from . import circuits, metrics
 from .accounting import budgets, ledger
 from .accounting.budgets import Reservation
 from .accounting.models import LedgerEntry
@@ -255,10 +255,12 @@ class Tracker:
             # attempts hold none, and close() must not release it a second time.
             self.reservation, self._closed = None, True
             _log_unrecorded(self.request_id, self.uid, attempt)
+            _observe(attempt, None)
             if llm_settings.LLM_STRICT_ACCOUNTING:
                 raise
             return
         self.rows.append(final)
+        _observe(attempt, final.cost)
         if then is None:
             self._closed = True
 
@@ -290,6 +292,29 @@ def _log_unrecorded(request_id: str, uid: int | None, attempt: Attempt) -> None:
         usage.reported_cost,
         attempt.succeeded,
     )
+
+
+def _observe(attempt: Attempt, cost: Decimal | None) -> None:
+    """The attempt in the metrics (``metrics``); ``cost`` as its ledger row priced it."""
+    usage = attempt.usage
+    metrics.record_attempt(
+        attempt.provider,
+        attempt.model or attempt.requested_model,
+        _outcome(attempt),
+        attempt.latency_ms / 1000,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        cost,
+    )
+
+
+def _outcome(attempt: Attempt) -> str:
+    """``success``, or the error code its ledger row has (``ledger.ledger_entries``)."""
+    if attempt.succeeded:
+        return "success"
+    if attempt.abandoned:
+        return "client_disconnected"
+    return attempt.error.code if attempt.error is not None else "error"
 
 
 def _interrupted(step: Step, started: float) -> Attempt:

@@ -41,6 +41,36 @@ def event_stream_response(
     return response
 
 
+def when_over(response: StreamingHttpResponse, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once ``response``'s stream is over: read to its end, or closed by the
+    server (the response sent, or its client gone). Django's way of wrapping a streaming
+    response: a new iterator around its content, whose ``close()`` the response calls."""
+    response.streaming_content = _Over(response.streaming_content, callback)
+
+
+class _Over:
+    """An iterator that calls ``callback`` when it is exhausted or closed, whichever comes
+    first (a class, not a generator: a generator closed before it started would not run its
+    ``finally``)."""
+
+    def __init__(self, content: Iterator[bytes], callback: Callable[[], None]):
+        self._content = content
+        self._callback = callback
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._content)
+        except StopIteration:
+            self._callback()
+            raise
+
+    def close(self) -> None:
+        self._callback()
+
+
 class StreamingContentNegotiation(DefaultContentNegotiation):
     """The generation endpoints answer whatever the ``Accept`` header says (SPEC §8): an event
     stream for ``stream: true``, JSON otherwise and for every error. An ``Accept`` that no
