@@ -13,7 +13,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from .. import circuits, registry
@@ -270,21 +270,25 @@ class FormatParameterWins(DefaultContentNegotiation):
         return super().select_renderer(request, renderers, format_suffix)
 
 
-class CostReportView(AppAPIView):
+class ErrorsAsJSON:
+    """For a view with renderers besides JSON: its errors are still the JSON envelope (SPEC §8),
+    whatever the request asked for."""
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
+
+class CostReportView(ErrorsAsJSON, AppAPIView):
     """Staff who may view the ledger: cost per user, provider, model, day or key owner over an
     inclusive date range; ``key_owner`` keeps the calls of the platform's keys or users' own."""
 
     permission_classes = [StaffModelPermissions]
     queryset = LedgerEntry.objects.none()  # whose view permission reading the report needs
-    renderer_classes = [JSONRenderer, CSVRenderer]
+    renderer_classes = [JSONRenderer, CSVRenderer]  # errors stay JSON when CSV was asked for
     content_negotiation_class = FormatParameterWins
-
-    def handle_exception(self, exc):
-        # Errors are the JSON error body (SPEC §8), also when CSV was asked for.
-        response = super().handle_exception(exc)
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = JSONRenderer.media_type
-        return response
 
     @extend_schema(
         summary="Cost report (staff)",
@@ -581,8 +585,18 @@ class HealthView(AppAPIView):
         return Response({"status": "ok", "database": "ok"})
 
 
-class APIRootView(AppAPIView):
-    """A directory of the API (``/api/llm/``): the endpoints and the docs."""
+class APIRootView(ErrorsAsJSON, AppAPIView):
+    """A directory of the API: a link to each endpoint and to the docs. Clients get JSON; a
+    browser (``Accept: text/html``) gets the same links as a page (DRF's browsable API)."""
+
+    # JSON first: what a client that states no preference (curl, ``Accept: */*``) gets.
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
+    # The page's heading and text (DRF's view name and description).
+    name = "LLM providers API"
+    description = (
+        "The endpoints of the API and its documentation (docs: interactive, schema: OpenAPI). "
+        "Programs get these links as JSON: send Accept: application/json, or nothing."
+    )
 
     @extend_schema(
         summary="API directory",
@@ -600,6 +614,7 @@ class APIRootView(AppAPIView):
             "providers",
             "health",
             "chat-completions",
+            "models",
         ]
         links = {
             name: request.build_absolute_uri(reverse(f"llm_providers:{name}")) for name in names

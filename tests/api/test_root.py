@@ -38,6 +38,7 @@ def test_api_root_lists_every_endpoint(admin_client):
         "providers",
         "health",
         "chat-completions",
+        "models",
         "docs",
         "schema",
     }
