@@ -293,7 +293,7 @@ def budget_context() -> dict:
     uses = dashboard.budget_use(period)
     return {
         "budget_period": datetime.strptime(period, "%Y-%m").strftime("%B %Y"),
-        "budget_resets_at": budgets.resets_at(period),
+        "budget_resets_at": datetime.fromisoformat(budgets.resets_at(period)),
         "budgets": [
             {
                 "user": use.username,
