@@ -19,7 +19,7 @@ from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 
-from .api.errors import body_too_big_message, error_body
+from .api.errors import body_too_big_message, error_body, mark_retry
 
 # The envelope's codes (SPEC §8) for the statuses Django answers by itself.
 _CODES = {
@@ -67,11 +67,13 @@ class APIErrorEnvelopeMiddleware:
 
     def rewrite(self, request: HttpRequest, response: HttpResponse) -> None:
         status = response.status_code
-        body = error_body(_CODES.get(status, "error"), _message(request, status))
+        code = _CODES.get(status, "error")
+        body = error_body(code, _message(request, status))
         response.content = json.dumps(body).encode()
         response["Content-Type"] = "application/json"
         if response.has_header("Content-Length"):
             response["Content-Length"] = str(len(response.content))
+        mark_retry(response, code)
 
 
 def _message(request: HttpRequest, status: int) -> str:

@@ -52,6 +52,8 @@ def test_a_host_outside_allowed_hosts_is_a_400_envelope(endpoint):
     response = Client().get(API + endpoint, HTTP_HOST="evil.example")
     error = assert_error(response, 400, "invalid_request")
     assert "Host header" in error["message"]
+    # Django answers it before any view: the middleware says a retry cannot fix it.
+    assert response["x-should-retry"] == "false"
 
 
 def test_outside_the_api_django_keeps_its_pages():
