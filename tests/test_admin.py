@@ -1,5 +1,7 @@
 """The key admin: write-only secret input, masks only, and the test/activate/deactivate actions."""
 
+from datetime import UTC, datetime
+
 import pytest
 from cryptography.fernet import Fernet
 from django.contrib import messages
@@ -341,3 +343,47 @@ def test_key_list_shows_a_users_key_by_owner_and_mask_only(admin_client, django_
     assert "keyowner" in page and "sk-or-…usr1" in page
     assert "keyowner" in detail
     assert secret not in page and secret not in detail
+
+
+@pytest.mark.django_db
+def test_key_list_names_providers_and_owners_in_words(admin_client, django_user_model):
+    platform = store(label="prod")
+    owner = django_user_model.objects.create_user("keyowner")
+    users = APIKey(provider="gemini", owner=owner)
+    users.set_secret(FAKE_KEYS["gemini"])
+    users.save()
+
+    response = admin_client.get(CHANGELIST)
+    model_admin = response.context["cl"].model_admin
+    html = response.content.decode()
+
+    # Labels, not registry names; the platform's keys say so rather than "-".
+    assert model_admin.provider_display(platform) == "OpenRouter"
+    assert model_admin.provider_display(users) == "Google Gemini"
+    assert ">OpenRouter</a></th>" in html and ">Google Gemini</a></th>" in html
+    assert model_admin.owner_display(platform) == "(platform)"
+    assert "keyowner" in model_admin.owner_display(users)
+    # The owner filter in words, on the owner__isnull lookup.
+    assert "By whose key" in html and "the platform&#x27;s" in html
+    shown = {
+        query: {k.pk for k in admin_client.get(CHANGELIST + query).context["cl"].result_list}
+        for query in ("?owner__isnull=True", "?owner__isnull=False")
+    }
+    assert shown == {"?owner__isnull=True": {platform.pk}, "?owner__isnull=False": {users.pk}}
+
+
+@pytest.mark.django_db
+def test_key_list_shows_the_last_test_with_its_time(admin_client):
+    key = store(label="prod")
+    run_at = datetime(2026, 3, 5, 12, 30, tzinfo=UTC)
+    APIKey.objects.filter(pk=key.pk).update(
+        status_note="OpenRouter accepted the key (120 ms).", checked_at=run_at
+    )
+    key.refresh_from_db()
+
+    model_admin = admin_client.get(CHANGELIST).context["cl"].model_admin
+
+    cell = model_admin.status_display(key)
+    assert 'title="OpenRouter accepted the key (120 ms).">OpenRouter accepted' in cell
+    assert ">2026-03-05 12:30 UTC</span>" in cell
+    assert model_admin.status_display(store(secret=SECRET[::-1], label="new")) == "-"

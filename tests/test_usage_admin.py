@@ -14,6 +14,7 @@ from django.urls import reverse
 from llm_providers.accounting import ledger, prices
 from llm_providers.accounting.money import ZERO
 from llm_providers.accounting.reports import month_bounds
+from llm_providers.admin.common import usd
 from llm_providers.models import (
     PROVIDER_NAMES,
     LedgerEntry,
@@ -204,6 +205,140 @@ def test_ledger_filters_and_search(admin_client, alice, bob):
     assert "(system)" in html
 
 
+@pytest.fixture
+def ollama(settings):
+    """A custom provider with a label of its own."""
+    settings.LLM_CUSTOM_PROVIDERS = [
+        {
+            "name": "ollama",
+            "label": "Local Ollama",
+            "base_url": "http://127.0.0.1:11434/v1",
+            "default_model": "llama3.2",
+            "requires_key": False,
+        }
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("ollama")
+def test_ledger_list_shows_the_columns_that_matter_with_provider_labels(admin_client, alice, bob):
+    when = datetime(2026, 3, 5, 12, 30, 59, tzinfo=UTC)
+    ok = entry(alice, "openrouter", "anthropic/claude-3.5-sonnet", 19, "0.000123", when)
+    LedgerEntry.objects.filter(pk=ok.pk).update(prompt_tokens=10, completion_tokens=9)
+    fallback = entry(bob, "ollama", "llama3.2", 7, "0", when)
+    LedgerEntry.objects.filter(pk=fallback.pk).update(is_fallback=True)
+    failed = entry(None, "gone", "m", 3, "0.5", when, status="error")
+    LedgerEntry.objects.filter(pk=failed.pk).update(
+        error_code="rate_limited", error_message="OpenRouter answered HTTP 429"
+    )
+
+    response = admin_client.get(LEDGER)
+    rows = {row.pk: row for row in response.context["cl"].result_list}
+    assert set(rows) == {ok.pk, fallback.pk, failed.pk}
+    model_admin = response.context["cl"].model_admin
+    assert list(model_admin.list_display) == [
+        "time",
+        "user_display",
+        "provider_display",
+        "model_display",
+        "status_display",
+        "tokens_display",
+        "cost_display",
+    ]
+    html = response.content.decode()
+    # Labels, not registry names; a provider no longer registered keeps its name.
+    assert model_admin.provider_display(rows[ok.pk]) == "OpenRouter"
+    assert model_admin.provider_display(rows[failed.pk]) == "gone"
+    assert model_admin.provider_display(rows[fallback.pk]).startswith("Local Ollama<span")
+    # A fallback is a word beside its provider; no row carries a yes/no icon.
+    assert 'class="llm-note"' in model_admin.provider_display(rows[fallback.pk])
+    assert ">fallback</span>" in model_admin.provider_display(rows[fallback.pk])
+    assert "fallback" not in model_admin.provider_display(rows[ok.pk])
+    assert "icon-no.svg" not in html and "icon-yes.svg" not in html
+    # A shortened model id with the whole id in the title; the time to the minute.
+    assert model_admin.model_display(rows[ok.pk]) == (
+        '<span class="llm-clip" title="anthropic/claude-3.5-sonnet">claude-3.5-sonnet</span>'
+    )
+    assert "2026-03-05" in model_admin.time(rows[ok.pk])
+    assert ">12:30</span>" in model_admin.time(rows[ok.pk])
+    # The error in words under the status, the message in its title.
+    status = model_admin.status_display(rows[failed.pk])
+    assert status.startswith("error<span") and ">rate limited</span>" in status
+    assert 'title="OpenRouter answered HTTP 429"' in status
+    assert model_admin.status_display(rows[ok.pk]) == "success"
+    # Tokens in one column (prompt and completion in its title), the exact cost.
+    assert model_admin.tokens_display(rows[ok.pk]) == (
+        '<span title="10 prompt + 9 completion">19</span>'
+    )
+    assert model_admin.cost_display(rows[ok.pk]) == (
+        '<span title="reported by the provider">$0.000123</span>'
+    )
+    assert "3 ledger entries" in html
+
+
+@pytest.mark.django_db
+def test_ledger_is_named_ledger_entries(admin_client, alice):
+    assert LedgerEntry._meta.verbose_name_plural == "ledger entries"
+    record(alice)
+    html = admin_client.get(LEDGER).content.decode()
+    assert "1 ledger entry" in html
+    assert "1 ledger<" not in html
+
+
+@pytest.mark.django_db
+def test_ledger_fallback_filter_in_words(admin_client, alice):
+    when = datetime(2026, 3, 5, 12, tzinfo=UTC)
+    first = entry(alice, "gemini", "gemini-2.5-flash", 10, "0.1", when)
+    second = entry(alice, "openrouter", "openai/gpt-4o", 10, "0.1", when)
+    LedgerEntry.objects.filter(pk=second.pk).update(is_fallback=True)
+
+    def shown(query: str) -> set[int]:
+        return {row.pk for row in admin_client.get(LEDGER + query).context["cl"].result_list}
+
+    assert shown("?is_fallback__exact=1") == {second.pk}
+    assert shown("?is_fallback__exact=0") == {first.pk}
+    html = admin_client.get(LEDGER).content.decode()
+    assert "By fallback" in html
+    assert "first choice" in html
+
+
+@pytest.mark.django_db
+def test_ledger_entry_page_shows_an_error_section_only_for_errors(admin_client, alice):
+    when = datetime(2026, 3, 5, 12, tzinfo=UTC)
+    ok = entry(alice, "openrouter", "openai/gpt-4o", 19, "0.25", when)
+    failed = entry(alice, "huggingface", "meta-llama/x", 0, "0", when, status="error")
+    LedgerEntry.objects.filter(pk=failed.pk).update(
+        error_code="upstream_timeout", error_message="Hugging Face did not answer within 5s"
+    )
+
+    def page(row: LedgerEntry) -> str:
+        response = admin_client.get(reverse("admin:llm_providers_ledgerentry_change", args=[row]))
+        assert response.status_code == 200
+        return response.content.decode()
+
+    success, error = page(ok.pk), page(failed.pk)
+    assert ">Error</h2>" not in success
+    assert "Error code" not in success
+    assert ">Error</h2>" in error
+    assert "upstream_timeout" in error and "did not answer within 5s" in error
+    # The provider by its label, the fallback flag in words, on the page and in its heading.
+    assert "OpenRouter · openai/gpt-4o · success · 2026-03-05 12:00:00 UTC" in success
+    assert '<div class="readonly">OpenRouter</div>' in success
+    assert '<div class="readonly">Hugging Face</div>' in error
+    assert "no: the first provider tried" in success
+    assert "icon-no.svg" not in success
+
+
+@pytest.mark.django_db
+def test_an_interrupted_entry_shows_its_error_section(admin_client, alice):
+    row = entry(alice, "gemini", "gemini-2.5-flash", 0, "0", datetime(2026, 3, 5, tzinfo=UTC))
+    LedgerEntry.objects.filter(pk=row.pk).update(status="interrupted")
+    html = admin_client.get(
+        reverse("admin:llm_providers_ledgerentry_change", args=[row.pk])
+    ).content.decode()
+    assert ">Error</h2>" in html
+
+
 # --- Summaries: corrections as adjustments --------------------------------------------------------
 
 
@@ -381,7 +516,14 @@ def test_summaries_cannot_be_added_or_deleted_and_list_shows_spend(admin_client,
     summary = UsageSummary.objects.get(user=alice)
 
     html = admin_client.get(SUMMARIES).content.decode()
-    assert "1 · 19 · $0.5" in html  # OpenRouter calls · tokens · cost
+    # OpenRouter's cost, with its calls and tokens under it; the providers by their labels.
+    assert (
+        '<td class="field-openrouter_column">$0.5<span class="llm-note">1 call</span>'
+        '<span class="llm-note">19 tokens</span></td>'
+    ) in html
+    assert '<td class="field-gemini_column">$0<span class="llm-note">0 calls</span>' in html
+    for label in ("Google Gemini", "OpenRouter", "Hugging Face", "Total"):
+        assert f">{label}</a>" in html  # the columns' sortable headers
     assert reverse("admin:llm_providers_cost_report") in html
     assert admin_client.get(reverse("admin:llm_providers_usagesummary_add")).status_code == 403
     delete = reverse("admin:llm_providers_usagesummary_delete", args=[summary.pk])
@@ -444,6 +586,8 @@ def test_adding_a_price_lowercases_the_model_and_refuses_duplicates(admin_client
     assert "acme/big-model" in html
     assert "$1.5" in html
     assert "gemini-2.5-flash" not in html
+    assert '<th class="field-provider_display"><a href="' in html
+    assert ">OpenRouter</a></th>" in html  # the provider by its label
 
 
 @pytest.mark.django_db
@@ -478,8 +622,15 @@ def test_budgets_show_this_months_spend_and_what_is_left(admin_client, alice, bo
     assert model_admin.calls_remaining_display(alice_row) == "9"
     assert model_admin.cost_remaining_display(rows["bob"]) == "unlimited"
     assert model_admin.spent_display(rows["bob"]) == "$0"
+    assert (
+        model_admin.cost_use(alice_row)
+        == '$0.3<span class="llm-note" title="$0.7 left">$0.7 left</span>'
+    )
+    assert (
+        model_admin.calls_use(alice_row) == '1<span class="llm-note" title="9 left">9 left</span>'
+    )
     html = response.content.decode()
-    assert "$0.7" in html and "unlimited" in html
+    assert "$0.7 left" in html and "unlimited left" in html
 
     budget = UsageBudget.objects.get(user=alice)
     change = admin_client.get(reverse("admin:llm_providers_usagebudget_change", args=[budget.pk]))
@@ -521,80 +672,136 @@ def svgs(html: str) -> list[str]:
     return re.findall(r"<svg class=\"cost-chart\".*?</svg>", html, flags=re.S)
 
 
+def report_rows(response) -> list[tuple]:
+    [table] = response.context["tables"]
+    return [(r["key"], r["calls"], r["tokens"], r["cost"]) for r in table["rows"]]
+
+
+MARCH = {"start": "2026-03-01", "end": "2026-03-31"}
+
+
 @pytest.mark.django_db
 @pytest.mark.usefixtures("march")
 def test_cost_report_page_totals_and_chart(admin_client):
-    response = admin_client.get(REPORT, {"start": "2026-03-01", "end": "2026-03-31"})
+    response = admin_client.get(REPORT, MARCH)
 
     assert response.status_code == 200
-    tables = {t["group_by"]: t for t in response.context["tables"]}
-    assert list(tables) == ["user", "provider", "key_owner"]
-    by_user, by_provider = tables["user"], tables["provider"]
-    assert [(r["key"], r["calls"], r["tokens"], r["cost"]) for r in by_user["rows"]] == [
+    [by_user] = response.context["tables"]  # by user unless asked otherwise
+    assert by_user["group_by"] == "user"
+    assert report_rows(response) == [
         ("alice", 1, 1010, "$0.250001"),
         ("(system)", 1, 500, "$0.1"),
         ("bob", 1, 1300, "$0.000047"),
     ]
     assert by_user["total"] == {"calls": 3, "tokens": 2810, "cost": "$0.350048", "share": "100.0%"}
-    assert [(r["key"], r["cost"]) for r in by_provider["rows"]] == [
-        ("openrouter", "$0.25"),
-        ("gemini", "$0.100001"),
-        ("huggingface", "$0.000047"),
-    ]
-    assert by_provider["total"]["cost"] == "$0.350048"
 
     html = response.content.decode()
     assert "Cost report" in html
     assert '<div class="breadcrumbs">' in html
-    assert "$0.350048" in html
-    charts = svgs(html)
-    assert len(charts) == 3
-    by_key_owner = tables["key_owner"]  # whose keys paid (SPEC §12.2): all the platform's here
-    assert [(r["key"], r["cost"]) for r in by_key_owner["rows"]] == [("platform", "$0.350048")]
-    for chart, table in zip(charts, [by_user, by_provider, by_key_owner], strict=True):
-        assert chart.count('<rect class="bar"') == len(table["rows"])
-        for row in table["rows"]:
-            assert f">{row['key']}</text>" in chart
-            assert f">{row['cost']}</text>" in chart
+    summary = "<strong>$0.350048</strong> for 3 successful calls and 2810 tokens."
+    assert summary in " ".join(html.split())
+    [chart] = svgs(html)
+    assert chart.count('<rect class="bar"') == 3
+    for row in by_user["rows"]:
+        assert f">{row['key']}</text>" in chart
+        assert f">{row['cost']}</text>" in chart
     # Bars are drawn to scale: the biggest is the full width, the others in proportion.
-    widths = re.findall(r'<rect class="bar" x="0" y="[\d.]+" width="([\d.]+)"', charts[0])
+    widths = re.findall(r'<rect class="bar" x="0" y="[\d.]+" width="([\d.]+)"', chart)
     assert widths == ["560.0", "224.0", "1.0"]
     assert "<script" not in html.split('id="content"')[1]
 
 
+def main_table(html: str) -> str:
+    """The page's report table (its heading, chart and rows)."""
+    [table] = re.findall(r'<div class="module cost-report-table".*?</table>', html, flags=re.S)
+    return table
+
+
 @pytest.mark.django_db
 @pytest.mark.usefixtures("march")
-def test_cost_report_by_model_and_by_day_add_a_table(admin_client):
-    by_model = admin_client.get(
-        REPORT, {"start": "2026-03-01", "end": "2026-03-31", "group_by": "model"}
-    )
-    tables = by_model.context["tables"]
-    assert [t["group_by"] for t in tables] == ["user", "provider", "key_owner", "model"]
-    assert [(r["key"], r["cost"]) for r in tables[3]["rows"]] == [
-        ("openai/gpt-4o", "$0.25"),
-        ("gemini-2.5-flash", "$0.100001"),
-        ("meta-llama/llama-3.1-8b-instruct", "$0.000047"),
-    ]
-    assert len(svgs(by_model.content.decode())) == 4
+@pytest.mark.parametrize(
+    ("group_by", "keys"),
+    [
+        ("user", ["alice", "(system)", "bob"]),
+        ("provider", ["OpenRouter", "Google Gemini", "Hugging Face"]),
+        ("model", ["openai/gpt-4o", "gemini-2.5-flash", "meta-llama/llama-3.1-8b-instruct"]),
+        ("day", ["2026-03-01", "2026-03-02", "2026-03-15", "2026-03-31"]),
+        ("key_owner", ["The platform's key"]),
+    ],
+)
+def test_group_by_switches_the_page_to_that_grouping(admin_client, group_by, keys):
+    response = admin_client.get(REPORT, {**MARCH, "group_by": group_by})
 
-    by_day = admin_client.get(
-        REPORT, {"start": "2026-03-01", "end": "2026-03-31", "group_by": "day"}
-    )
-    days = by_day.context["tables"][3]
-    assert [r["key"] for r in days["rows"]] == [
-        "2026-03-01",
-        "2026-03-02",
-        "2026-03-15",
-        "2026-03-31",
+    [table] = response.context["tables"]
+    assert table["group_by"] == group_by
+    assert [row["key"] for row in table["rows"]] == keys
+    assert table["total"]["cost"] == "$0.350048"
+    html = response.content.decode()
+    # One table and one chart: the grouping's, named by it; no other grouping's table.
+    assert html.count('class="module cost-report-table"') == 1
+    assert f'id="cost-by-{group_by}"' in html
+    title = {"key_owner": "key owner"}.get(group_by, group_by)
+    assert f"<h2>Cost by {title}</h2>" in html
+    assert len(svgs(html)) == 1
+    # The tabs name every grouping; the chosen one is the current page.
+    current = re.findall(r'<span class="current" aria-current="page">(.*?)</span>', html)
+    assert current == [{"key_owner": "Key owner"}.get(group_by, group_by.capitalize())]
+    assert html.count("&amp;group_by=") >= 4
+    assert f'<input type="hidden" name="group_by" value="{group_by}"' in html
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("march")
+def test_each_grouping_gives_a_different_page(admin_client):
+    tables = {
+        group_by: main_table(
+            admin_client.get(REPORT, {**MARCH, "group_by": group_by}).content.decode()
+        )
+        for group_by in ("user", "provider", "model", "day", "key_owner")
+    }
+    assert len(set(tables.values())) == 5
+    assert ">openrouter<" not in tables["provider"]  # labels, not registry names
+    assert ">OpenRouter</text>" in tables["provider"]  # in the chart too
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("march", "ollama")
+def test_cost_report_names_custom_and_removed_providers(admin_client, alice):
+    entry(alice, "ollama", "llama3.2", 5, "0.5", datetime(2026, 3, 3, tzinfo=UTC))
+    entry(alice, "gone", "m", 5, "0.4", datetime(2026, 3, 3, tzinfo=UTC))
+
+    response = admin_client.get(REPORT, {**MARCH, "group_by": "provider"})
+
+    assert [row[0] for row in report_rows(response)] == [
+        "Local Ollama",
+        "gone",
+        "OpenRouter",
+        "Google Gemini",
+        "Hugging Face",
     ]
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("march")
+@pytest.mark.parametrize("group_by", ["user", "provider", "model", "day", "key_owner"])
+def test_each_row_links_to_the_ledger_rows_it_sums(admin_client, group_by):
+    response = admin_client.get(REPORT, {**MARCH, "group_by": group_by})
+    [table] = response.context["tables"]
+
+    assert table["rows"]
+    for row in table["rows"]:
+        ledger_page = admin_client.get(row["ledger_url"])
+        assert ledger_page.status_code == 200
+        shown = list(ledger_page.context["cl"].result_list)
+        assert sum(e.total_tokens for e in shown) == row["tokens"], row["key"]
+        assert usd(sum((e.cost for e in shown), ZERO)) == row["cost"], row["key"]
+        assert sum(e.status == "success" for e in shown) == row["calls"], row["key"]
 
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("march")
 def test_cost_report_csv_download(admin_client):
-    response = admin_client.get(
-        REPORT, {"start": "2026-03-01", "end": "2026-03-31", "group_by": "user", "format": "csv"}
-    )
+    response = admin_client.get(REPORT, {**MARCH, "group_by": "user", "format": "csv"})
 
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8"
@@ -604,11 +811,17 @@ def test_cost_report_csv_download(admin_client):
     assert response.content.decode() == (
         "key,calls,tokens,cost\nalice,1,1010,0.250001\n(system),1,500,0.1\nbob,1,1300,0.000047\n"
     )
-    page = admin_client.get(REPORT, {"start": "2026-03-01", "end": "2026-03-31"})
-    assert (
-        'href="?start=2026-03-01&amp;end=2026-03-31&amp;group_by=provider&amp;format=csv"'
-        in page.content.decode()
+    # The CSV keeps the registry's names, as the API's report does.
+    by_provider = admin_client.get(REPORT, {**MARCH, "group_by": "provider", "format": "csv"})
+    assert by_provider.content.decode() == (
+        "key,calls,tokens,cost\nopenrouter,1,1000,0.25\ngemini,1,510,0.100001\n"
+        "huggingface,1,1300,0.000047\n"
     )
+    # The page links the CSV of the grouping shown, and only that one.
+    page = admin_client.get(REPORT, {**MARCH, "group_by": "provider"}).content.decode()
+    assert re.findall(r'href="(\?[^"]*format=csv)"', page) == [
+        "?start=2026-03-01&amp;end=2026-03-31&amp;group_by=provider&amp;format=csv"
+    ]
 
 
 @pytest.mark.django_db
@@ -621,23 +834,32 @@ def test_cost_report_defaults_to_this_month_and_validates_dates(admin_client, al
     html = response.content.decode()
     assert f'value="{first.isoformat()}"' in html
     assert f'value="{last.isoformat()}"' in html
-    assert [(r["key"], r["cost"]) for r in response.context["tables"][0]["rows"]] == [
-        ("alice", "$0.125")
-    ]
+    assert report_rows(response) == [("alice", 1, 19, "$0.125")]
 
     bad = admin_client.get(REPORT, {"start": "2026-03-31", "end": "2026-03-01"})
     assert bad.status_code == 200
     assert bad.context["tables"] == []
     assert "The end date is before the start date." in bad.content.decode()
+    assert 'class="cost-report-tabs"' not in bad.content.decode()
     assert admin_client.get(REPORT, {"start": "March"}).context["tables"] == []
+    unknown = admin_client.get(REPORT, {**MARCH, "group_by": "colour"})
+    assert unknown.context["tables"] == []
+    assert "Select a valid choice" in unknown.content.decode()
 
 
 @pytest.mark.django_db
-def test_cost_report_with_no_calls(admin_client):
-    response = admin_client.get(REPORT, {"start": "2001-01-01", "end": "2001-01-31"})
+@pytest.mark.parametrize("group_by", ["user", "provider", "day"])
+def test_cost_report_with_no_calls_has_no_csv_button(admin_client, group_by):
+    response = admin_client.get(
+        REPORT, {"start": "2001-01-01", "end": "2001-01-31", "group_by": group_by}
+    )
     assert response.status_code == 200
-    assert "No calls in this period." in response.content.decode()
-    assert svgs(response.content.decode()) == []
+    html = response.content.decode()
+    assert "No calls in this period." in html
+    assert svgs(html) == []
+    assert "Download CSV" not in html
+    assert "format=csv" not in html
+    assert response.context["tables"][0]["csv_url"] is None
 
 
 @pytest.mark.django_db

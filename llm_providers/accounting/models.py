@@ -97,7 +97,7 @@ class LedgerEntry(models.Model):
 
     class Meta:
         verbose_name = "ledger entry"
-        verbose_name_plural = "ledger"
+        verbose_name_plural = "ledger entries"
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["user", "created_at"], name="ledger_user_created"),

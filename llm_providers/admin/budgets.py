@@ -11,7 +11,16 @@ from ..accounting.budgets import Limits
 from ..accounting.money import ZERO, MoneyField
 from ..forms import ModelPriceForm
 from ..models import ModelPrice, PriceSource, UsageBudget, UsageSummary, billing_period
-from .common import USERNAME_LOOKUP, ProviderFilter, usd
+from .common import (
+    USERNAME_LOOKUP,
+    ListMedia,
+    ProviderFilter,
+    clipped,
+    provider_label,
+    short_time,
+    usd,
+    with_note,
+)
 
 
 @admin.register(ModelPrice)
@@ -19,14 +28,15 @@ class ModelPriceAdmin(admin.ModelAdmin):
     """Prices in USD per million tokens. A price saved here is marked ``admin``, and
     ``sync_model_prices`` leaves it alone."""
 
+    Media = ListMedia
     form = ModelPriceForm
     list_display = [
-        "provider",
-        "model",
+        "provider_display",
+        "model_display",
         "prompt_display",
         "completion_display",
         "source",
-        "updated_at",
+        "updated",
     ]
     list_filter = [("provider", ProviderFilter), "source"]
     search_fields = ["model"]
@@ -36,13 +46,25 @@ class ModelPriceAdmin(admin.ModelAdmin):
         fields = ["provider", "model", "prompt_per_million", "completion_per_million"]
         return fields if obj is None else [*fields, "source", "updated_at"]
 
-    @admin.display(description="prompt (USD / 1M tokens)", ordering="prompt_per_million")
+    @admin.display(description="provider", ordering="provider")
+    def provider_display(self, obj: ModelPrice) -> str:
+        return provider_label(obj.provider)
+
+    @admin.display(description="model", ordering="model")
+    def model_display(self, obj: ModelPrice) -> str:
+        return clipped(obj.model)
+
+    @admin.display(description="prompt, $ / 1M tokens", ordering="prompt_per_million")
     def prompt_display(self, obj: ModelPrice) -> str:
         return usd(obj.prompt_per_million)
 
-    @admin.display(description="completion (USD / 1M tokens)", ordering="completion_per_million")
+    @admin.display(description="completion, $ / 1M tokens", ordering="completion_per_million")
     def completion_display(self, obj: ModelPrice) -> str:
         return usd(obj.completion_per_million)
+
+    @admin.display(description="updated (UTC)", ordering="updated_at")
+    def updated(self, obj: ModelPrice) -> str:
+        return short_time(obj.updated_at)
 
     def save_model(self, request: HttpRequest, obj: ModelPrice, form, change: bool) -> None:
         obj.source = PriceSource.ADMIN
@@ -51,15 +73,17 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
 @admin.register(UsageBudget)
 class UsageBudgetAdmin(admin.ModelAdmin):
+    """Users' monthly limits, listed with this month's use of them (spent of the limit, and
+    what is left)."""
+
+    Media = ListMedia
     list_display = [
         "user",
+        "cost_use",
+        "calls_use",
         "cost_limit_display",
         "call_limit_display",
-        "spent_display",
-        "calls_display",
-        "cost_remaining_display",
-        "calls_remaining_display",
-        "updated_at",
+        "updated",
     ]
     list_select_related = ["user"]
     search_fields = [USERNAME_LOOKUP]
@@ -115,6 +139,18 @@ class UsageBudgetAdmin(admin.ModelAdmin):
     def calls_remaining_display(self, obj: UsageBudget) -> str:
         left = self._remaining(obj)["calls_remaining"]
         return "unlimited" if left is None else str(left)
+
+    @admin.display(description="cost this month", ordering="period_cost")
+    def cost_use(self, obj: UsageBudget) -> str:
+        return with_note(self.spent_display(obj), f"{self.cost_remaining_display(obj)} left")
+
+    @admin.display(description="calls this month", ordering="period_calls")
+    def calls_use(self, obj: UsageBudget) -> str:
+        return with_note(str(self.calls_display(obj)), f"{self.calls_remaining_display(obj)} left")
+
+    @admin.display(description="updated (UTC)", ordering="updated_at")
+    def updated(self, obj: UsageBudget) -> str:
+        return short_time(obj.updated_at)
 
     @admin.display(description="this month")
     def this_month(self, obj: UsageBudget | None) -> str:

@@ -1,11 +1,15 @@
-"""What the admin's pages share: the provider and user filters, money and user columns."""
+"""What the admin's pages share: the provider and user filters, provider labels, money, user
+and clipped-text columns, and the stylesheet that fits the lists to a laptop's width."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from .. import registry
 from ..accounting import reports
@@ -13,6 +17,29 @@ from ..accounting.money import money_str
 from ..models import LedgerEntry, UsageSummary
 
 USERNAME_LOOKUP = "user__" + get_user_model().USERNAME_FIELD
+
+# The built-in providers' labels need no database read (a custom provider's do).
+_BUILTIN_LABELS = {cls.name: cls.label for cls in registry.BUILTIN_PROVIDERS}
+
+
+class ListMedia:
+    """The app's list stylesheet (``ModelAdmin.Media``): narrower filters, clipped cells with
+    their whole value on hover, right-aligned numbers."""
+
+    css = {"all": ["llm_providers/admin.css"]}
+
+
+def provider_labels() -> dict[str, str]:
+    """``{name: label}`` of every registered provider, custom ones included."""
+    return dict(registry.as_choices())
+
+
+def provider_label(name: str) -> str:
+    """The label a person reads ("OpenRouter") for a registry name; the name itself for a
+    provider no longer registered (a custom provider since removed)."""
+    if name in _BUILTIN_LABELS:
+        return _BUILTIN_LABELS[name]
+    return provider_labels().get(name, name)
 
 
 class ProviderFilter(admin.ChoicesFieldListFilter):
@@ -39,6 +66,30 @@ def usd(value: Decimal | None) -> str:
 
 def user_or_system(obj: LedgerEntry | UsageSummary) -> str:
     return obj.user.get_username() if obj.user_id else reports.SYSTEM_KEY
+
+
+def clipped(text: str, full: str | None = None) -> SafeString:
+    """``text`` cut by the stylesheet to its column's width with an ellipsis; the whole value
+    (``full``, else ``text``) is its title, shown on hover."""
+    return format_html('<span class="llm-clip" title="{}">{}</span>', full or text, text)
+
+
+def with_note(main: str, note: str, title: str = "") -> SafeString:
+    """``main`` with a small second line (``note``, empty for none) under it."""
+    if not note:
+        return format_html("{}", main)
+    return format_html('{}<span class="llm-note" title="{}">{}</span>', main, title or note, note)
+
+
+def short_time(moment: datetime | None) -> SafeString | str:
+    """A list cell's time in UTC: the date, and the time to the minute under it (the seconds
+    are in its title)."""
+    if moment is None:
+        return "-"
+    utc = moment.astimezone(UTC)
+    return with_note(
+        utc.strftime("%Y-%m-%d"), utc.strftime("%H:%M"), title=utc.strftime("%H:%M:%S UTC")
+    )
 
 
 class UserFilter(admin.RelatedOnlyFieldListFilter):

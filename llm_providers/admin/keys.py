@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -14,7 +15,7 @@ from ..exceptions import LLMError
 from ..forms import APIKeyForm, CustomProviderForm
 from ..keys import check_key, rejects_key, stored_key
 from ..models import APIKey, CustomProvider
-from .common import ProviderFilter
+from .common import ListMedia, ProviderFilter, clipped, provider_label, short_time, with_note
 
 
 @admin.register(CustomProvider)
@@ -37,6 +38,26 @@ class CustomProviderAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at", "updated_at"]
 
 
+# What the owner column says of the platform's keys (users' own keys name their user).
+PLATFORM = "(platform)"
+
+
+class OwnerFilter(admin.SimpleListFilter):
+    """The platform's keys or users' own (SPEC §12.2), in words; the parameter is the one
+    Django's ``owner__isnull`` lookup takes."""
+
+    title = "whose key"
+    parameter_name = "owner__isnull"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("True", "the platform's"), ("False", "users' own")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> QuerySet[APIKey]:
+        if self.value() in ("True", "False"):
+            return queryset.filter(owner__isnull=self.value() == "True")
+        return queryset
+
+
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
     """Keys are shown only by their mask; the secret input is write-only (see ``APIKeyForm``).
@@ -44,19 +65,18 @@ class APIKeyAdmin(admin.ModelAdmin):
     was deactivated (``keys.record_key_outcome``). ``owner`` (read-only) tells a user's own
     key (SPEC §12.2, added by its user through ``me/keys/``) from the platform's (empty)."""
 
+    Media = ListMedia
     form = APIKeyForm
     list_display = [
-        "provider",
-        "owner",
-        "label",
+        "provider_display",
+        "owner_display",
+        "label_display",
         "mask",
         "active",
-        "status_note",
-        "checked_at",
-        "created_at",
-        "last_used_at",
+        "status_display",
+        "last_used",
     ]
-    list_filter = [("provider", ProviderFilter), "active", ("owner", admin.EmptyFieldListFilter)]
+    list_filter = [("provider", ProviderFilter), "active", OwnerFilter]
     search_fields = ["label", "owner__username"]
     list_select_related = ["owner"]
     readonly_fields = ["owner", "mask", "status_note", "checked_at", "created_at", "last_used_at"]
@@ -82,6 +102,29 @@ class APIKeyAdmin(admin.ModelAdmin):
     @admin.display(description="Key")
     def mask(self, obj: APIKey) -> str:
         return obj.mask
+
+    @admin.display(description="provider", ordering="provider")
+    def provider_display(self, obj: APIKey) -> str:
+        return provider_label(obj.provider)
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_display(self, obj: APIKey) -> str:
+        return clipped(obj.owner.get_username()) if obj.owner_id else PLATFORM
+
+    @admin.display(description="label", ordering="label")
+    def label_display(self, obj: APIKey) -> str:
+        return clipped(obj.label) if obj.label else "-"
+
+    @admin.display(description="last test", ordering="checked_at")
+    def status_display(self, obj: APIKey) -> str:
+        if not obj.checked_at and not obj.status_note:
+            return "-"
+        checked = f"{obj.checked_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if obj.checked_at else ""
+        return with_note(clipped(obj.status_note or "-"), checked)
+
+    @admin.display(description="last used (UTC)", ordering="last_used_at")
+    def last_used(self, obj: APIKey) -> str:
+        return short_time(obj.last_used_at)
 
     @admin.action(permissions=["change"], description="Test connection")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.text import capfirst
 
 from ..accounting import reports
 from ..accounting.money import ZERO
 from ..forms import CostReportForm
-from ..models import LedgerEntry
-from .common import usd
+from ..models import KeyOwner, LedgerEntry
+from .common import provider_labels, usd
 
 # Bar chart geometry, in SVG user units (pixels): each row is the key, then its bar with the
 # cost written after it.
@@ -61,14 +66,28 @@ def bar_chart(rows: list[reports.ReportRow]) -> dict:
     }
 
 
+# The tabs that switch the grouping, in this order.
+GROUP_TITLES = {
+    "user": "User",
+    "provider": "Provider",
+    "model": "Model",
+    "day": "Day",
+    "key_owner": "Key owner",
+}
+
+
 def cost_report_view(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
-    """Cost per user, per provider and per key owner (the platform's keys or users' own, SPEC
-    §12.2), and the chosen grouping, for a date range, from the ledger
-    (``reports.cost_report``), with a bar chart and CSV downloads."""
+    """Cost for a date range from the ledger (``reports.cost_report``), grouped by user,
+    provider, model, day or key owner (the platform's keys or users' own, SPEC §12.2): the
+    chosen grouping's table and bar chart, tabs to switch to the others, a CSV download.
+
+    The page names providers by their labels; the CSV keeps the registry names, as the API's
+    report does (a stable key for scripts and spreadsheets; a custom provider's label can
+    change)."""
     if not request.user.has_perm("llm_providers.view_ledgerentry"):
         raise PermissionDenied
     form = CostReportForm.from_query(request.GET)
-    tables = []
+    tables = []  # one: the chosen grouping's (none while the form has errors)
     if _valid_range(form):
         start, end, group_by = (form.cleaned_data[k] for k in ("start", "end", "group_by"))
         if request.GET.get("format") == "csv":
@@ -77,42 +96,8 @@ def cost_report_view(request: HttpRequest, site: admin.AdminSite) -> HttpRespons
             filename = f"llm-costs-by-{group_by}-{start}-to-{end}.csv"
             response["Content-Disposition"] = f'attachment; filename="{filename}"'
             return response
-        always = ["user", "provider", "key_owner"]
-        groupings = always + ([group_by] if group_by not in always else [])
-        for grouping in groupings:
-            rows = reports.cost_report(start, end, grouping)
-            total = reports.totals(rows)
-            tables.append(
-                {
-                    "group_by": grouping,
-                    "rows": [
-                        {
-                            "key": row.key,
-                            "calls": row.calls,
-                            "tokens": row.tokens,
-                            "cost": usd(row.cost),
-                            "share": _share(row.cost, total.cost),
-                        }
-                        for row in rows
-                    ],
-                    "total": {
-                        "calls": total.calls,
-                        "tokens": total.tokens,
-                        "cost": usd(total.cost),
-                        "share": _share(total.cost, total.cost),
-                    },
-                    "chart": bar_chart(rows),
-                    "csv_url": "?"
-                    + urlencode(
-                        {
-                            "start": start.isoformat(),
-                            "end": end.isoformat(),
-                            "group_by": grouping,
-                            "format": "csv",
-                        }
-                    ),
-                }
-            )
+        ledger_url = reverse("admin:llm_providers_ledgerentry_changelist", current_app=site.name)
+        tables.append(grouped_report(start, end, group_by, ledger_url=ledger_url))
     context = {
         **site.each_context(request),
         "title": "Cost report",
@@ -123,6 +108,93 @@ def cost_report_view(request: HttpRequest, site: admin.AdminSite) -> HttpRespons
         "ledger_url": reverse("admin:llm_providers_ledgerentry_changelist", current_app=site.name),
     }
     return TemplateResponse(request, "admin/llm_providers/cost_report.html", context)
+
+
+def grouped_report(start: date, end: date, group_by: str, *, ledger_url: str) -> dict:
+    """What the page shows of one grouping: its rows (keys as people read them, each linked to
+    its ledger rows), total, chart, CSV link (none without rows), and the tabs to the other
+    groupings of the same range."""
+    rows = reports.cost_report(start, end, group_by)
+    total = reports.totals(rows)
+    name_key = key_names(group_by)
+    shown = [replace(row, key=name_key(row.key)) for row in rows]
+    filters = ledger_filters(group_by, [row.key for row in rows])
+    period = days_filter(start, end)
+    return {
+        "group_by": group_by,
+        "title": GROUP_TITLES[group_by],
+        "rows": [
+            {
+                "key": row.key,
+                "calls": row.calls,
+                "tokens": row.tokens,
+                "cost": usd(row.cost),
+                "share": _share(row.cost, total.cost),
+                "ledger_url": f"{ledger_url}?{urlencode({**period, **filters[raw.key]})}",
+            }
+            for raw, row in zip(rows, shown, strict=True)
+        ],
+        "total": {
+            "calls": total.calls,
+            "tokens": total.tokens,
+            "cost": usd(total.cost),
+            "share": _share(total.cost, total.cost),
+        },
+        "chart": bar_chart(shown),
+        "csv_url": _query(start, end, group_by, format="csv") if rows else None,
+        "tabs": [
+            {"title": title, "url": _query(start, end, name), "current": name == group_by}
+            for name, title in GROUP_TITLES.items()
+        ],
+    }
+
+
+def key_names(group_by: str) -> Callable[[str], str]:
+    """How a grouping's keys are shown: providers by their labels ("OpenRouter"), key owners
+    in words; users, models and days as they are."""
+    if group_by == "provider":
+        labels = provider_labels()  # one read of the registry for the whole table
+        return lambda key: labels.get(key, key)
+    if group_by == "key_owner":
+        owners = {value: capfirst(label) for value, label in KeyOwner.choices}
+        return lambda key: owners.get(key, key)
+    return str
+
+
+def ledger_filters(group_by: str, keys: list[str]) -> dict[str, dict[str, str]]:
+    """The ledger list's filter parameters for each key of a grouping (the date range is added
+    by the caller): a row of the report links to the calls it sums."""
+    if group_by == "user":
+        username = get_user_model().USERNAME_FIELD
+        ids = dict(
+            get_user_model().objects.filter(**{f"{username}__in": keys}).values_list(username, "pk")
+        )
+        # A key that is no username is SYSTEM_KEY: the calls made without a user.
+        return {
+            key: {"user__id__exact": str(ids[key])} if key in ids else {"user__isnull": "True"}
+            for key in keys
+        }
+    if group_by == "day":
+        return {key: days_filter(date.fromisoformat(key), date.fromisoformat(key)) for key in keys}
+    parameter = {
+        "provider": "provider__exact",
+        "model": "model",
+        "key_owner": "key_owner__exact",
+    }[group_by]
+    return {key: {parameter: key} for key in keys}
+
+
+def days_filter(start: date, end: date) -> dict[str, str]:
+    """The ledger list's parameters for inclusive UTC days, as its date filter writes them
+    (aware datetimes: a bare date would be read as a naive one)."""
+    since = datetime.combine(start, time.min, tzinfo=UTC)
+    until = datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
+    return {"created_at__gte": str(since), "created_at__lt": str(until)}
+
+
+def _query(start: date, end: date, group_by: str, **extra: str) -> str:
+    params = {"start": start.isoformat(), "end": end.isoformat(), "group_by": group_by}
+    return "?" + urlencode({**params, **extra})
 
 
 def _valid_range(form: CostReportForm) -> bool:

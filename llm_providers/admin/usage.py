@@ -8,62 +8,113 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.defaultfilters import pluralize
 from django.utils.html import format_html
 
-from .. import registry
 from ..accounting import ledger
 from ..forms import UsageSummaryForm
-from ..models import PROVIDER_NAMES, LedgerEntry, UsageAdjustment, UsageSummary
-from .common import USERNAME_LOOKUP, ProviderFilter, UserFilter, usd, user_or_system
+from ..models import PROVIDER_NAMES, CallStatus, LedgerEntry, UsageAdjustment, UsageSummary
+from .common import (
+    USERNAME_LOOKUP,
+    ListMedia,
+    ProviderFilter,
+    UserFilter,
+    clipped,
+    provider_label,
+    short_time,
+    usd,
+    user_or_system,
+    with_note,
+)
+
+
+class FallbackFilter(admin.SimpleListFilter):
+    """Whether the attempt was a fallback (a provider after the chain's first), in words; the
+    parameter is the one Django's boolean filter would use."""
+
+    title = "fallback"
+    parameter_name = "is_fallback__exact"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("1", "fallback"), ("0", "first choice")]
+
+    def queryset(self, request: HttpRequest, queryset):
+        if self.value() in ("1", "0"):
+            return queryset.filter(is_fallback=self.value() == "1")
+        return queryset
 
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(admin.ModelAdmin):
     """The ledger as written by ``ledger.record_call``: viewable, never added, edited or deleted
-    (spend is corrected on the usage summary, as an adjustment)."""
+    (spend is corrected on the usage summary, as an adjustment).
 
+    The list shows what an admin reads at 1366 px beside the filters: time, user, provider,
+    model, status, tokens and cost; the rest of a row (error, key owner, latency, retries,
+    prompt and completion tokens, cost source) is in the cells' titles and on its page."""
+
+    Media = ListMedia
     change_list_template = "admin/llm_providers/change_list_with_report.html"
     list_display = [
-        "created",
+        "time",
         "user_display",
-        "provider_code",
-        "model",
-        "status",
-        "error_code",
-        "total_tokens",
+        "provider_display",
+        "model_display",
+        "status_display",
+        "tokens_display",
         "cost_display",
-        "cost_source_code",
-        "latency_ms",
-        "retries",
-        "is_fallback",
     ]
     list_filter = [
         ("provider", ProviderFilter),
         "status",
-        "cost_source",
-        "is_fallback",
         ("user", UserFilter),
         "model",
+        FallbackFilter,
+        "key_owner",
+        "cost_source",
         "created_at",
     ]
     list_select_related = ["user"]
     date_hierarchy = "created_at"
     search_fields = ["request_id", "model", USERNAME_LOOKUP]
-    fieldsets = [
-        (None, {"fields": ["request_id", "created_at", "period", "user", "status"]}),
-        ("Error", {"fields": ["error_code", "error_message"]}),
-        ("Provider", {"fields": ["provider", "model", "is_fallback", "retries", "latency_ms"]}),
-        (
-            "Usage and cost",
-            {
-                "fields": [
-                    ("prompt_tokens", "completion_tokens", "total_tokens"),
-                    ("cost_display", "cost_source"),
-                ]
-            },
-        ),
-    ]
-    readonly_fields = ["cost_display"]
+    readonly_fields = ["provider_name", "fallback_word", "latency", "cost_display"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: LedgerEntry | None = None):
+        fieldsets = [
+            (None, {"fields": ["request_id", "created_at", "period", "user", "status"]}),
+            (
+                "Provider",
+                {
+                    "fields": [
+                        "provider_name",
+                        "model",
+                        "fallback_word",
+                        "key_owner",
+                        "retries",
+                        "latency",
+                    ]
+                },
+            ),
+            (
+                "Usage and cost",
+                {
+                    "fields": [
+                        ("prompt_tokens", "completion_tokens", "total_tokens"),
+                        ("cost_display", "cost_source"),
+                    ]
+                },
+            ),
+        ]
+        if obj is not None and has_error(obj):
+            fieldsets.insert(1, ("Error", {"fields": ["error_code", "error_message"]}))
+        return fieldsets
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url="", extra_context=None):
+        entry = self.get_object(request, object_id)
+        if entry is not None:
+            # The page's heading names the provider as people know it (str() has its slug).
+            extra_context = {"subtitle": entry_heading(entry), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -74,25 +125,78 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    @admin.display(description="created at (UTC)", ordering="created_at")
-    def created(self, obj: LedgerEntry) -> str:
-        return obj.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    @admin.display(description="time (UTC)", ordering="created_at")
+    def time(self, obj: LedgerEntry) -> str:
+        return short_time(obj.created_at)
 
     @admin.display(description="user", ordering=USERNAME_LOOKUP)
     def user_display(self, obj: LedgerEntry) -> str:
-        return user_or_system(obj)
+        return clipped(user_or_system(obj))
 
     @admin.display(description="provider", ordering="provider")
-    def provider_code(self, obj: LedgerEntry) -> str:
-        return obj.provider
+    def provider_display(self, obj: LedgerEntry) -> str:
+        return with_note(
+            provider_label(obj.provider),
+            "fallback" if obj.is_fallback else "",
+            title="A fallback: an earlier provider of the chain failed.",
+        )
+
+    @admin.display(description="model", ordering="model")
+    def model_display(self, obj: LedgerEntry) -> str:
+        # "anthropic/claude-3.5-sonnet" → "claude-3.5-sonnet": the vendor is the part a
+        # narrow column can lose; the whole id is the title.
+        return clipped(obj.model.rpartition("/")[2] or obj.model, obj.model)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: LedgerEntry) -> str:
+        status = obj.get_status_display()
+        if not obj.error_code:
+            return status
+        # In words ("rate limited"), so that a long code wraps rather than widening the column.
+        code = obj.error_code.replace("_", " ")
+        return with_note(status, code, title=obj.error_message or obj.error_code)
+
+    @admin.display(description="tokens", ordering="total_tokens")
+    def tokens_display(self, obj: LedgerEntry) -> str:
+        return format_html(
+            '<span title="{} prompt + {} completion">{}</span>',
+            obj.prompt_tokens,
+            obj.completion_tokens,
+            obj.total_tokens,
+        )
 
     @admin.display(description="cost (USD)", ordering="cost")
     def cost_display(self, obj: LedgerEntry) -> str:
-        return usd(obj.cost)
+        return format_html(
+            '<span title="{}">{}</span>', obj.get_cost_source_display(), usd(obj.cost)
+        )
 
-    @admin.display(description="cost source", ordering="cost_source")
-    def cost_source_code(self, obj: LedgerEntry) -> str:
-        return obj.cost_source  # the code: the labels are too long for a column
+    @admin.display(description="provider")
+    def provider_name(self, obj: LedgerEntry) -> str:
+        return provider_label(obj.provider)
+
+    @admin.display(description="latency")
+    def latency(self, obj: LedgerEntry) -> str:
+        return f"{obj.latency_ms} ms"
+
+    @admin.display(description="fallback")
+    def fallback_word(self, obj: LedgerEntry) -> str:
+        if obj.is_fallback:
+            return "yes: an earlier provider of the chain failed"
+        return "no: the first provider tried"
+
+
+def entry_heading(entry: LedgerEntry) -> str:
+    """ "OpenRouter · openai/gpt-4o · success · 2026-03-05 12:00:00 UTC"."""
+    when = entry.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    parts = [provider_label(entry.provider), entry.model, entry.get_status_display(), when]
+    return " · ".join(parts)
+
+
+def has_error(entry: LedgerEntry) -> bool:
+    """Whether a ledger row has an error to show (a success has none)."""
+    failed = entry.status in (CallStatus.ERROR, CallStatus.INTERRUPTED)
+    return failed or bool(entry.error_code or entry.error_message)
 
 
 class UsageAdjustmentInline(admin.TabularInline):
@@ -111,17 +215,22 @@ class UsageAdjustmentInline(admin.TabularInline):
 
 
 def _provider_column(name: str):
-    """A changelist column with one provider's (or the total) calls, tokens and cost."""
+    """A changelist column with one provider's (or the total) cost, and its calls and tokens
+    under it: twelve columns would not fit beside the filters."""
 
     def show(self, obj: UsageSummary) -> str:
         calls, tokens, cost = (getattr(obj, f"{name}_{m}") for m in ("calls", "tokens", "cost"))
-        return f"{calls} · {tokens} · {usd(cost)}"
+        return format_html(
+            '{}<span class="llm-note">{} call{}</span><span class="llm-note">{} tokens</span>',
+            usd(cost),
+            calls,
+            pluralize(calls),
+            tokens,
+        )
 
     show.__name__ = name + "_column"
-    # Three values in one cell: twelve columns would not fit beside the filters.
-    title = "Total" if name == "total" else registry.provider_class(name).label
-    label = format_html("{}<br>calls · tokens · cost", title)
-    return admin.display(description=label, ordering=f"{name}_cost")(show)
+    title = "Total" if name == "total" else provider_label(name)
+    return admin.display(description=title, ordering=f"{name}_cost")(show)
 
 
 class UsageSummaryAdminForm(UsageSummaryForm):
@@ -153,6 +262,7 @@ class UsageSummaryAdmin(admin.ModelAdmin):
     is applied as a delta with ``F()`` (``ledger.adjust_summary``), never by saving the row,
     so calls recorded meanwhile are kept, and each correction is kept as an adjustment."""
 
+    Media = ListMedia
     form = UsageSummaryAdminForm
     change_list_template = "admin/llm_providers/change_list_with_report.html"
     inlines = [UsageAdjustmentInline]
@@ -181,7 +291,7 @@ class UsageSummaryAdmin(admin.ModelAdmin):
             (None, {"fields": [("user_display", "period"), "updated_at"]}),
             *(
                 (
-                    registry.provider_class(name).label,
+                    provider_label(name),
                     {"fields": [(f"{name}_calls", f"{name}_tokens", f"{name}_cost")]},
                 )
                 for name in PROVIDER_NAMES
@@ -226,7 +336,7 @@ class UsageSummaryAdmin(admin.ModelAdmin):
 
     @admin.display(description="user", ordering=USERNAME_LOOKUP)
     def user_display(self, obj: UsageSummary) -> str:
-        return user_or_system(obj)
+        return clipped(user_or_system(obj))
 
     @admin.display(description="total cost (USD)", ordering="total_cost")
     def total_cost_display(self, obj: UsageSummary) -> str:
