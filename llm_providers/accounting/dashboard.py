@@ -93,7 +93,7 @@ def attempts_by_model(start: date, end: date) -> list[ModelRow]:
     with the attempts counted by outcome."""
     reports.check_range(start, end)
     rows = (
-        LedgerEntry.objects.filter(reports._range_filter(start, end))
+        LedgerEntry.objects.filter(reports.range_filter(start, end))
         .values("provider", "model")
         .annotate(
             attempts=Count("id"),

@@ -110,7 +110,7 @@ class LedgerEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.provider}/{self.model} {self.status} {self.created_at:%Y-%m-%d %H:%M:%S}"
+        return f"{self.model} {self.status} {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
 PROVIDER_NAMES = list(SUMMARY_PROVIDERS)

@@ -76,8 +76,8 @@ def check_range(start: date, end: date) -> None:
         raise BadRange("end", f"The end must be before {date.max.isoformat()}.")
 
 
-def _range_filter(start: date, end: date) -> Q:
-    # Inclusive dates, as UTC days: [start 00:00, end+1 00:00).
+def range_filter(start: date, end: date) -> Q:
+    """The ledger rows of the days from ``start`` to ``end``, both included (UTC days)."""
     since = datetime.combine(start, time.min, tzinfo=UTC)
     until = datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
     return Q(created_at__gte=since, created_at__lt=until)
@@ -102,7 +102,7 @@ def cost_report(
     if key_owner is not None and key_owner not in KeyOwner.values:
         raise ValueError(f"key_owner must be one of {', '.join(KeyOwner.values)}")
     check_range(start, end)
-    entries = LedgerEntry.objects.filter(_range_filter(start, end))
+    entries = LedgerEntry.objects.filter(range_filter(start, end))
     if user_id is not None:
         entries = entries.filter(user_id=user_id)
     if key_owner is not None:
