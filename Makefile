@@ -90,8 +90,9 @@ run: $(STAMP) .env ## dev server: .venv, .env, migrations, admin account, runser
 # scrape sums them (prometheus-client's multiprocess mode). The directory must hold nothing of
 # an earlier run: its *.db files are removed at start. By default it is this server's own,
 # var/metrics/<pid of this make, which the server runs under>; those of servers that are gone
-# are removed too. An operator's PROMETHEUS_MULTIPROC_DIR (environment or .env) wins.
-serve: export PROMETHEUS_MULTIPROC_DIR := $(call setting,PROMETHEUS_MULTIPROC_DIR,$(CURDIR)/var/metrics/$(shell echo $$PPID))
+# are removed too. An operator's PROMETHEUS_MULTIPROC_DIR wins: from the environment or the
+# command line, not .env (which would put every manage.py command in multiprocess mode).
+serve: export PROMETHEUS_MULTIPROC_DIR := $(or $(PROMETHEUS_MULTIPROC_DIR),$(CURDIR)/var/metrics/$(shell echo $$PPID))
 serve: $(STAMP) ## production server (gunicorn) on HOST:PORT; migrates first, creates no users
 	@if [ -z "$${SECRET_KEY:-}" ] && ! grep -qE '^[[:space:]]*SECRET_KEY[[:space:]]*=[[:space:]]*[^[:space:]]' .env 2>/dev/null; then \
 		echo "error: make serve needs SECRET_KEY, in the environment or in .env (make run, or $(PY) -m alwrity.envfile, writes one)" >&2; \
