@@ -119,12 +119,13 @@ def record_attempt(
     cost: Decimal | None,
 ) -> None:
     """One attempt at a provider is over. ``cost`` None: not priced (its ledger row could not
-    be written; the log says so)."""
+    be written; the log says so). Counters only go up: a negative count or cost (no provider
+    reports one) is left out rather than raised, as recording must never fail a call."""
     UPSTREAM_ATTEMPTS.labels(provider, _model_label(model, outcome), outcome).inc()
     UPSTREAM_DURATION.labels(provider, outcome).observe(seconds)
-    TOKENS.labels(provider, "prompt").inc(prompt_tokens)
-    TOKENS.labels(provider, "completion").inc(completion_tokens)
-    if cost is not None:
+    TOKENS.labels(provider, "prompt").inc(max(prompt_tokens, 0))
+    TOKENS.labels(provider, "completion").inc(max(completion_tokens, 0))
+    if cost is not None and cost > 0:
         COST.labels(provider).inc(float(cost))
 
 

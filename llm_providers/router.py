@@ -260,9 +260,9 @@ class Tracker:
                 raise
             return
         self.rows.append(final)
-        _observe(attempt, final.cost)
         if then is None:
             self._closed = True
+        _observe(attempt, final.cost)
 
     def close(self) -> None:
         """The request is over: release a reservation no attempt took over (the chain ended

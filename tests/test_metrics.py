@@ -251,6 +251,38 @@ def test_a_model_the_upstream_does_not_know_is_not_a_label(api, use_keys, http):
     )
 
 
+def test_an_attempt_the_ledger_could_not_record_is_counted_without_a_cost(
+    api, use_keys, http, settings, monkeypatch, caplog
+):
+    """The database refuses the attempt's row (logged, the call still answered): the metrics
+    count the attempt and its tokens, and no cost, since nothing priced it."""
+    from llm_providers.accounting import ledger
+
+    def database_gone(*args, **kwargs):
+        raise RuntimeError("database is gone")
+
+    settings.LLM_STRICT_ACCOUNTING = False
+    monkeypatch.setattr(ledger, "finish_attempt", database_gone)
+    use_keys("gemini")
+    http.post(GEMINI, body=gemini_response("Red."))
+    before = Samples()
+
+    assert generate(api, prompt="one").status_code == 200
+
+    assert "Could not record LLM usage" in caplog.text
+    assert (
+        before.delta(
+            "llm_upstream_attempts_total",
+            provider="gemini",
+            model="gemini-2.5-flash",
+            outcome="success",
+        )
+        == 1
+    )
+    assert before.delta("llm_tokens_total", provider="gemini", type="prompt") > 0
+    assert before.delta("llm_cost_usd_total", provider="gemini") == 0
+
+
 def test_model_labels_are_bounded_per_process(monkeypatch):
     monkeypatch.setattr(metrics, "_model_labels", {"seen-1", "seen-2"})
     monkeypatch.setattr(metrics, "MODEL_LABELS_LIMIT", 2)
@@ -413,6 +445,17 @@ def test_refusals_are_json_whatever_the_scraper_accepts(client):
     response = client.get(METRICS, HTTP_ACCEPT="text/plain;version=0.0.4", **REMOTE)
     assert response.status_code == 401
     assert json.loads(response.content)["error"]["code"] == "not_authenticated"
+
+
+def test_recording_never_fails_on_a_count_a_counter_cannot_take():
+    before = Samples()
+    metrics.record_attempt("acme", "m-1", "success", 0.2, -3, 4, Decimal("-0.5"))
+    assert (
+        before.delta("llm_upstream_attempts_total", provider="acme", model="m-1", outcome="success")
+        == 1
+    )
+    assert before.delta("llm_tokens_total", provider="acme", type="prompt") == 0
+    assert before.delta("llm_cost_usd_total", provider="acme") == 0
 
 
 def test_the_cost_counter_is_a_float_of_the_ledger_decimal():
