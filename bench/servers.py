@@ -316,6 +316,8 @@ def server_env(port: int, base: dict[str, str], database_url: str) -> dict[str, 
             "LLM_DEFAULT_MONTHLY_COST_LIMIT",
             "LLM_DEFAULT_MONTHLY_CALL_LIMIT",
             "LLM_CUSTOM_PROVIDERS",
+            # make serve empties it at start: each server under test gets its own.
+            "PROMETHEUS_MULTIPROC_DIR",
             *MAKE_VARIABLES,
         }
     }

@@ -323,3 +323,14 @@ def test_keys_exported_in_the_shell_never_reach_the_tests(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "1 passed" in result.stdout
+
+
+def test_the_site_root_and_the_admins_view_site_lead_to_the_api_docs(admin_client):
+    """The project has no page of its own at ``/``: the admin's "View site" link (``/``) and a
+    browser opening the bare address reach the API's docs, not a 404."""
+    admin_page = admin_client.get("/admin/")
+    assert 'href="/"' in admin_page.content.decode()  # "View site"
+    root = admin_client.get("/")
+    assert root.status_code == 302
+    assert root["Location"] == "/api/docs/"
+    assert admin_client.get(root["Location"]).status_code == 200

@@ -44,6 +44,8 @@ _LEAKY_NAMES = {
     "DJANGO_SETTINGS_MODULE",  # the production default (alwrity.settings), whatever pytest had
     "HOST",
     "PORT",
+    # make serve empties it at start: a developer's value would be shared by every test server.
+    "PROMETHEUS_MULTIPROC_DIR",
     # make's own: a nested make must not inherit the outer one's flags or jobserver.
     "MAKEFLAGS",
     "MFLAGS",
