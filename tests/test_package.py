@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import (
     ROOT,
@@ -69,8 +70,10 @@ INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken", "llm_providers"
 """
 HOST_URLS = """
 from django.urls import include
+from llm_providers.api.monitoring import metrics_view
 
 urlpatterns.append(path("api/llm/", include("llm_providers.urls")))
+urlpatterns.append(path("metrics", metrics_view))
 """
 
 
@@ -362,6 +365,32 @@ def test_the_openai_compatible_endpoint_takes_a_bearer_token(host):
     body = reply.json()
     assert body["choices"][0]["message"]["content"], body
     assert body["usage"]["total_tokens"] > 0, body
+
+
+def test_the_host_records_metrics_with_no_setting_of_its_own(host):
+    reply = host.client.with_token(host.token).post("generate/", {"prompt": "Count me"})
+    assert reply.status == 200, host.explain(reply)
+
+    # Scraped over loopback, as Prometheus on the same machine would.
+    url = f"http://127.0.0.1:{host.client.port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    generated = samples.get(
+        (
+            "llm_api_requests_total",
+            (("endpoint", "generate"), ("method", "POST"), ("status", "200")),
+        )
+    )
+    assert generated is not None and generated >= 1, text
+    assert any(
+        name == "llm_upstream_attempts_total" and dict(labels)["provider"] == "openrouter"
+        for name, labels in samples
+    ), text
 
 
 def test_the_admin_pages_of_the_app_render(host):
