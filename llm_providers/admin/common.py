@@ -3,11 +3,14 @@ and clipped-text columns, and the stylesheet that fits the lists to a laptop's w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -98,3 +101,25 @@ class UserFilter(admin.RelatedOnlyFieldListFilter):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.empty_value_display = reports.SYSTEM_KEY
+
+
+def add_page(
+    site: admin.AdminSite,
+    route: str,
+    name: str,
+    view: Callable[[HttpRequest, admin.AdminSite], HttpResponse],
+) -> None:
+    """Serve ``view(request, site)`` at ``<admin>/<route>`` (url name ``admin:<name>``), behind
+    the admin's login (``admin_view``; the view checks its own permission).
+
+    A page that belongs to no model (the dashboard, the cost report) cannot come from a
+    ModelAdmin's URLs (those live under ``<app>/<model>/``): it is put in front of the site's
+    own URLs.
+    """
+    site_urls = site.get_urls
+
+    def get_urls():
+        page = site.admin_view(lambda request: view(request, site))
+        return [path(route, page, name=name), *site_urls()]
+
+    site.get_urls = get_urls

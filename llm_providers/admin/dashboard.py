@@ -14,7 +14,7 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 
 from .. import circuits, registry
 from ..accounting import budgets, dashboard, reports
@@ -22,7 +22,7 @@ from ..accounting.models import billing_period
 from ..accounting.money import ZERO, money_str
 from ..forms import DashboardForm
 from ..models import LedgerEntry
-from .common import usd
+from .common import add_page, usd
 
 PERMISSION = "llm_providers.view_ledgerentry"
 
@@ -343,20 +343,4 @@ def dashboard_view(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
     return TemplateResponse(request, "admin/llm_providers/dashboard.html", context)
 
 
-def add_dashboard(site: admin.AdminSite) -> None:
-    """Serve the dashboard at ``<admin>/llm_providers/dashboard/`` (url name
-    ``admin:llm_providers_dashboard``), in front of the site's URLs as the cost report is
-    (it belongs to no model)."""
-    site_urls = site.get_urls
-
-    def get_urls():
-        view = site.admin_view(lambda request: dashboard_view(request, site))
-        return [
-            path("llm_providers/dashboard/", view, name="llm_providers_dashboard"),
-            *site_urls(),
-        ]
-
-    site.get_urls = get_urls
-
-
-add_dashboard(admin.site)
+add_page(admin.site, "llm_providers/dashboard/", "llm_providers_dashboard", dashboard_view)

@@ -3,7 +3,7 @@ models: on the admin index, the app's index and the navigation sidebar, for staf
 the ledger (the pages' own permission).
 
 Those three places list what ``AdminSite.get_app_list`` returns, so it is wrapped (as
-``report`` wraps ``get_urls``) to add the pages to the app's entry, in Django's shape for a
+``common.add_page`` wraps ``get_urls``) to add the pages to the app's entry, in Django's shape for a
 model the user may only view.
 """
 

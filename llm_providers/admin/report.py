@@ -13,14 +13,14 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.text import capfirst
 
 from ..accounting import reports
 from ..accounting.money import ZERO
 from ..forms import CostReportForm
 from ..models import KeyOwner, LedgerEntry
-from .common import provider_labels, usd
+from .common import add_page, provider_labels, usd
 
 # Bar chart geometry, in SVG user units (pixels): each row is the key, then its bar with the
 # cost written after it.
@@ -215,23 +215,4 @@ def _share(part: Decimal, whole: Decimal) -> str:
     return f"{part / whole * 100:.1f}%"
 
 
-def add_cost_report(site: admin.AdminSite) -> None:
-    """Serve the report at ``<admin>/llm_providers/cost-report/`` (url name
-    ``admin:llm_providers_cost_report``), for staff who may view the ledger.
-
-    It belongs to no model, so it cannot come from a ModelAdmin's URLs (those live under
-    ``llm_providers/<model>/``): it is put in front of the site's own URLs.
-    """
-    site_urls = site.get_urls
-
-    def get_urls():
-        view = site.admin_view(lambda request: cost_report_view(request, site))
-        return [
-            path("llm_providers/cost-report/", view, name="llm_providers_cost_report"),
-            *site_urls(),
-        ]
-
-    site.get_urls = get_urls
-
-
-add_cost_report(admin.site)
+add_page(admin.site, "llm_providers/cost-report/", "llm_providers_cost_report", cost_report_view)
