@@ -13,16 +13,13 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db.models import F, Sum
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from llm_providers.accounting import ledger
 from llm_providers.admin.common import usd
-from llm_providers.exceptions import ProviderUnavailable
 from llm_providers.models import LedgerEntry, UsageBudget
-from llm_providers.results import Attempt, Completion, Usage
 from tests.test_browser import (  # noqa: F401 (fixtures)
     CHROMIUM,
     UI,
@@ -32,6 +29,7 @@ from tests.test_browser import (  # noqa: F401 (fixtures)
     screenshot,
     ui,
 )
+from tests.test_dashboard import record
 
 pytestmark = [
     pytest.mark.skipif(
@@ -51,25 +49,6 @@ def fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-def record(user, provider: str, model: str, cost: str, *, ok: bool = True, days_ago: int = 0):
-    """One attempt of 19 tokens, recorded as the gateway records it, then moved to its day."""
-    used = Usage(10, 9, 19, Decimal(cost))
-    attempt = Attempt(
-        provider=provider,
-        model=model,
-        is_fallback=False,
-        completion=Completion("text", provider, model, used) if ok else None,
-        error=None if ok else ProviderUnavailable("upstream failed", provider=provider),
-        partial_usage=None if ok else used,
-        requests=1,
-        requested_model=model,
-    )
-    [entry] = ledger.record_call(f"req-{LedgerEntry.objects.count()}", user.pk, [attempt])
-    LedgerEntry.objects.filter(pk=entry.pk).update(
-        created_at=F("created_at") - timedelta(days=days_ago)
-    )
-
-
 @pytest.fixture
 def spend(django_user_model) -> str:
     """A month of calls by users with long names and exact, long amounts (what would push a
@@ -82,14 +61,16 @@ def spend(django_user_model) -> str:
     for day in range(0, 35, 3):
         record(
             alice,
-            "openrouter",
-            "anthropic/claude-3.5-sonnet-20241022",
             "1.234567891234",
+            provider="openrouter",
+            model="anthropic/claude-3.5-sonnet-20241022",
             days_ago=day,
         )
-        record(bob, "gemini", "gemini-2.5-flash", "0.000012345678", days_ago=day)
-    record(bob, "openrouter", "meta-llama/llama-3.1-405b-instruct:free", "0.5", ok=False)
-    record(bob, "huggingface", "meta-llama/Llama-3.1-8B-Instruct", "12.5", days_ago=1)
+        record(bob, "0.000012345678", provider="gemini", model="gemini-2.5-flash", days_ago=day)
+    record(bob, "0.5", model="meta-llama/llama-3.1-405b-instruct:free", ok=False)
+    record(
+        bob, "12.5", provider="huggingface", model="meta-llama/Llama-3.1-8B-Instruct", days_ago=1
+    )
     since = timezone.now() - timedelta(days=29)
     since = since.replace(hour=0, minute=0, second=0, microsecond=0)
     total = LedgerEntry.objects.filter(created_at__gte=since).aggregate(c=Sum("cost"))["c"]
