@@ -144,13 +144,14 @@ class GenerateRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer
             self._check_model(attrs.get("provider"), model)
         return attrs
 
-    @staticmethod
-    def _check_model(provider: str | None, model: str) -> None:
-        """Refuse a model id malformed for the provider that would get it (400, no call)."""
+    def _check_model(self, provider: str | None, model: str) -> None:
+        """Refuse a model id malformed for the provider that would get it (400, no call): the
+        named one, else the primary of the caller's keys (``context["user_id"]``: their own
+        keys can make another provider their primary, SPEC §12.2)."""
         name = registry.canonical_name(provider) if provider else None
         if name is None:
             try:
-                name = registry.primary_provider(resolve_keys())
+                name = registry.primary_provider(resolve_keys(self.context.get("user_id")))
             except LLMError:
                 return  # the router reports the configuration problem
         if name is None:

@@ -116,7 +116,9 @@ class GenerateView(AppAPIView):
         },
     )
     def post(self, request):
-        params = s.GenerateRequestSerializer(data=request.data)
+        params = s.GenerateRequestSerializer(
+            data=request.data, context={"user_id": request.user.pk}
+        )
         params.is_valid(raise_exception=True)
         args = dict(params.validated_data)
         stream = args.pop("stream", False)

@@ -8,6 +8,7 @@ from llm_providers.models import APIKey
 from tests.api.support import API, assert_error
 from tests.api.test_keys import SPEC_FIELDS, assert_no_plaintext
 from tests.conftest import FAKE_KEYS
+from tests.providers import wire
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +100,25 @@ def test_a_key_may_let_refused_calls_use_the_platforms_key(api, user):
     assert APIKey.objects.get(owner=user).platform_fallback
     listed = api.get(MY_KEYS).json()
     assert [k["platform_fallback"] for k in listed] == [True]
+
+
+def test_a_model_is_checked_against_the_callers_own_primary(api, user, http, use_keys):
+    """The platform's only key is Hugging Face's (whose ids are ``org/model``); the caller's own
+    Gemini key makes Gemini their primary, so ``gemini-2.5-flash`` without a provider is a
+    well-formed model for them, not a 400 about Hugging Face's id format."""
+    use_keys("huggingface")
+    added = add(api, FAKE_KEYS["gemini"], provider="gemini")
+    assert added.status_code == 201, added.json()
+    http.add(
+        "POST",
+        wire.gemini_generate_url("gemini-2.5-flash"),
+        body=wire.gemini_response(),
+    )
+
+    response = api.post(
+        API + "generate/", {"prompt": "hello", "model": "gemini-2.5-flash"}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    assert (response.json()["provider"], response.json()["model"]) == ("gemini", "gemini-2.5-flash")
+    assert len(http.calls) == 1
