@@ -8,8 +8,9 @@
 - ``llm_upstream_attempts_total{provider, model, outcome}``: provider attempts (a ledger row
   each: retries inside one attempt are one), ``outcome`` ``success`` or the ledger's error code
   (``provider_error``, ``rate_limited``, ``upstream_timeout``, ``client_disconnected`` …);
-- ``llm_upstream_attempt_duration_seconds{provider, outcome}``: their latency (no model label:
-  a histogram is a dozen series per label set);
+- ``llm_upstream_attempt_duration_seconds{provider, model, outcome}``: their latency (SPEC §14:
+  by provider, model and outcome; the model label is bounded as on the counter, as each label
+  set is fifteen series here);
 - ``llm_tokens_total{provider, type}``: prompt and completion tokens of those attempts;
 - ``llm_cost_usd_total{provider}``: their cost in USD as the ledger priced it (a float: the
   ledger keeps the exact Decimal);
@@ -58,8 +59,9 @@ UPSTREAM_ATTEMPTS = Counter(
 )
 UPSTREAM_DURATION = Histogram(
     "llm_upstream_attempt_duration_seconds",
-    "Duration of attempts at a provider (a stream's until its end), by provider and outcome.",
-    ["provider", "outcome"],
+    "Duration of attempts at a provider (a stream's until its end), by provider, model and "
+    "outcome.",
+    ["provider", "model", "outcome"],
     # From a local model's fraction of a second to a long stream; LLM_REQUEST_DEADLINE is 300.
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300),
 )
@@ -121,8 +123,9 @@ def record_attempt(
     """One attempt at a provider is over. ``cost`` None: not priced (its ledger row could not
     be written; the log says so). Counters only go up: a negative count or cost (no provider
     reports one) is left out rather than raised, as recording must never fail a call."""
-    UPSTREAM_ATTEMPTS.labels(provider, _model_label(model, outcome), outcome).inc()
-    UPSTREAM_DURATION.labels(provider, outcome).observe(seconds)
+    model = _model_label(model, outcome)
+    UPSTREAM_ATTEMPTS.labels(provider, model, outcome).inc()
+    UPSTREAM_DURATION.labels(provider, model, outcome).observe(seconds)
     TOKENS.labels(provider, "prompt").inc(max(prompt_tokens, 0))
     TOKENS.labels(provider, "completion").inc(max(completion_tokens, 0))
     if cost is not None and cost > 0:

@@ -155,8 +155,13 @@ def test_known_traffic_moves_each_counter_by_exactly_its_amount(api, bearer_api,
         == 1
     )
     duration = "llm_upstream_attempt_duration_seconds_count"
-    assert before.delta(duration, provider="gemini", outcome="success") == 2
-    assert before.delta(duration, provider="openrouter", outcome="success") == 1
+    assert (
+        before.delta(duration, provider="gemini", model="gemini-2.5-flash", outcome="success") == 2
+    )
+    assert (
+        before.delta(duration, provider="openrouter", model="openai/gpt-4o-mini", outcome="success")
+        == 1
+    )
 
     # Tokens and cost are the ledger's, provider by provider.
     for provider in ("gemini", "openrouter"):
@@ -197,7 +202,12 @@ def test_a_failed_attempt_is_counted_with_its_outcome(api, use_keys, http):
         == 1
     )
     duration = "llm_upstream_attempt_duration_seconds_count"
-    assert before.delta(duration, provider="gemini", outcome="provider_error") == 1
+    assert (
+        before.delta(
+            duration, provider="gemini", model="gemini-2.5-flash", outcome="provider_error"
+        )
+        == 1
+    )
     request = "llm_api_requests_total"
     assert before.delta(request, endpoint="generate", method="POST", status="200") == 1
 
@@ -289,6 +299,18 @@ def test_model_labels_are_bounded_per_process(monkeypatch):
     assert metrics._model_label("seen-1", "success") == "seen-1"
     assert metrics._model_label("new-model", "success") == "other"
     assert metrics._model_label("", "provider_error") == "other"
+    # The counter and the latency histogram take the same bounded label.
+    before = Samples()
+    metrics.record_attempt("acme", "yet-another", "success", 0.2, 1, 1, Decimal("0"))
+    assert (
+        before.delta(
+            "llm_upstream_attempts_total", provider="acme", model="other", outcome="success"
+        )
+        == 1
+    )
+    duration = "llm_upstream_attempt_duration_seconds_count"
+    assert before.delta(duration, provider="acme", model="other", outcome="success") == 1
+    assert value(duration, provider="acme", model="yet-another", outcome="success") == 0
 
 
 def test_an_unknown_method_is_counted_as_other(api):
@@ -465,5 +487,5 @@ def test_the_cost_counter_is_a_float_of_the_ledger_decimal():
     assert before.delta("llm_tokens_total", provider="acme", type="prompt") == 3
     assert before.delta("llm_tokens_total", provider="acme", type="completion") == 4
     bucket = "llm_upstream_attempt_duration_seconds_bucket"
-    assert before.delta(bucket, provider="acme", outcome="success", le="0.1") == 0
-    assert before.delta(bucket, provider="acme", outcome="success", le="0.25") == 1
+    assert before.delta(bucket, provider="acme", model="m-1", outcome="success", le="0.1") == 0
+    assert before.delta(bucket, provider="acme", model="m-1", outcome="success", le="0.25") == 1
