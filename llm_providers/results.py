@@ -112,6 +112,14 @@ class Attempt:
     def retries(self) -> int:
         return max(self.requests - 1, 0)
 
+    @property
+    def error_code(self) -> str:
+        """What went wrong, as the ledger and the metrics record it: ``client_disconnected``
+        when the caller stopped reading, else the error's code ("" when there is none)."""
+        if self.abandoned:
+            return "client_disconnected"
+        return self.error.code if self.error is not None else ""
+
 
 @dataclass
 class Generation:

@@ -309,12 +309,10 @@ def _observe(attempt: Attempt, cost: Decimal | None) -> None:
 
 
 def _outcome(attempt: Attempt) -> str:
-    """``success``, or the error code its ledger row has (``ledger.ledger_entries``)."""
+    """``success``, or the error code its ledger row has."""
     if attempt.succeeded:
         return "success"
-    if attempt.abandoned:
-        return "client_disconnected"
-    return attempt.error.code if attempt.error is not None else "error"
+    return attempt.error_code or "error"
 
 
 def _interrupted(step: Step, started: float) -> Attempt:

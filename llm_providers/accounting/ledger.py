@@ -72,9 +72,7 @@ def ledger_entries(
                 cost_source=source,
                 latency_ms=attempt.latency_ms,
                 status=CallStatus.SUCCESS if attempt.succeeded else CallStatus.ERROR,
-                error_code=(
-                    "client_disconnected" if attempt.abandoned else (error.code if error else "")
-                ),
+                error_code=attempt.error_code,
                 error_message=error.message[:2000] if error else "",
                 retries=min(attempt.retries, 32767),
                 is_fallback=attempt.is_fallback,
