@@ -76,10 +76,16 @@ def check_range(start: date, end: date) -> None:
         raise BadRange("end", f"The end must be before {date.max.isoformat()}.")
 
 
-def range_filter(start: date, end: date) -> Q:
-    """The ledger rows of the days from ``start`` to ``end``, both included (UTC days)."""
+def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    """The days from ``start`` to ``end``, both included, as UTC times ``[since, until)``."""
     since = datetime.combine(start, time.min, tzinfo=UTC)
     until = datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
+    return since, until
+
+
+def range_filter(start: date, end: date) -> Q:
+    """The ledger rows of the days from ``start`` to ``end``, both included (UTC days)."""
+    since, until = day_bounds(start, end)
     return Q(created_at__gte=since, created_at__lt=until)
 
 

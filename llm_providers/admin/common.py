@@ -4,7 +4,7 @@ and clipped-text columns, and the stylesheet that fits the lists to a laptop's w
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from django.contrib import admin
@@ -20,6 +20,8 @@ from ..accounting.money import money_str
 from ..models import LedgerEntry, UsageSummary
 
 USERNAME_LOOKUP = "user__" + get_user_model().USERNAME_FIELD
+# What the pages that read the ledger (the dashboard, the cost report) need.
+LEDGER_VIEW_PERMISSION = "llm_providers.view_ledgerentry"
 
 # The built-in providers' labels need no database read (a custom provider's do).
 _BUILTIN_LABELS = {cls.name: cls.label for cls in registry.BUILTIN_PROVIDERS}
@@ -69,6 +71,13 @@ def usd(value: Decimal | None) -> str:
 
 def user_or_system(obj: LedgerEntry | UsageSummary) -> str:
     return obj.user.get_username() if obj.user_id else reports.SYSTEM_KEY
+
+
+def days_filter(start: date, end: date) -> dict[str, str]:
+    """The ledger list's parameters for inclusive UTC days, as its date filter writes them
+    (aware datetimes: a bare date would be read as a naive one)."""
+    since, until = reports.day_bounds(start, end)
+    return {"created_at__gte": str(since), "created_at__lt": str(until)}
 
 
 def clipped(text: str, full: str | None = None) -> SafeString:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import urlencode
 
@@ -22,9 +22,7 @@ from ..accounting.models import billing_period
 from ..accounting.money import ZERO, money_str
 from ..forms import DashboardForm
 from ..models import LedgerEntry
-from .common import add_page, usd
-
-PERMISSION = "llm_providers.view_ledgerentry"
+from .common import LEDGER_VIEW_PERMISSION, add_page, days_filter, provider_labels, usd
 
 # Column chart geometry, in SVG user units (pixels at 1:1; the chart scales to its box).
 CHART_WIDTH = 1000
@@ -175,16 +173,9 @@ def _meter(share: Decimal | None) -> str:
 
 
 def _ledger_link(site: admin.AdminSite, start: date, end: date, **filters: str) -> str:
-    """The ledger's list for the period (its date filter takes ``created_at`` bounds: aware
-    times, as the filter's own links give them)."""
-    since = datetime.combine(start, time.min, tzinfo=UTC)
-    query = {
-        "created_at__gte": str(since),
-        "created_at__lt": str(since + (end - start) + timedelta(days=1)),
-        **filters,
-    }
+    """The ledger's list for the period, narrowed by ``filters``."""
     url = reverse("admin:llm_providers_ledgerentry_changelist", current_app=site.name)
-    return f"{url}?{urlencode(query)}"
+    return f"{url}?{urlencode({**days_filter(start, end), **filters})}"
 
 
 def period_context(site: admin.AdminSite, start: date, end: date) -> dict:
@@ -198,7 +189,7 @@ def period_context(site: admin.AdminSite, start: date, end: date) -> dict:
     )
     failures = sum(p["failures"] for p in providers)
     ended = sum(p["calls"] + p["failures"] for p in providers)
-    labels = dict(registry.as_choices())
+    labels = provider_labels()
     return {
         "period": {"start": start, "end": end, "days": len(days)},
         "total": {"calls": total.calls, "tokens": total.tokens, "cost": usd(total.cost)},
@@ -316,7 +307,7 @@ def budget_context() -> dict:
 
 def dashboard_view(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
     """The dashboard, for staff who may view the ledger."""
-    if not request.user.has_perm(PERMISSION):
+    if not request.user.has_perm(LEDGER_VIEW_PERMISSION):
         raise PermissionDenied
     today = datetime.now(UTC).date()
     form = DashboardForm.from_query(request.GET, today)

@@ -14,9 +14,9 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from ..models import LedgerEntry
+from .common import LEDGER_VIEW_PERMISSION
 
 APP_LABEL = LedgerEntry._meta.app_label
-PERMISSION = "llm_providers.view_ledgerentry"
 # (name shown, object name: the row's CSS class and id, url name), in the order listed.
 PAGES = [
     ("Dashboard", "Dashboard", "admin:llm_providers_dashboard"),
@@ -41,12 +41,12 @@ def page_entries(site: admin.AdminSite) -> list[dict]:
 
 def add_page_links(site: admin.AdminSite) -> None:
     """List the pages first in the app's entry of ``site``'s app list, for users with
-    ``PERMISSION``."""
+    ``LEDGER_VIEW_PERMISSION``."""
     site_app_list = site.get_app_list
 
     def get_app_list(request: HttpRequest, app_label: str | None = None) -> list[dict]:
         apps = site_app_list(request, app_label)
-        if request.user.has_perm(PERMISSION):
+        if request.user.has_perm(LEDGER_VIEW_PERMISSION):
             for app in apps:
                 if app["app_label"] == APP_LABEL:
                     app["models"][:0] = page_entries(site)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -20,7 +20,7 @@ from ..accounting import reports
 from ..accounting.money import ZERO
 from ..forms import CostReportForm
 from ..models import KeyOwner, LedgerEntry
-from .common import add_page, provider_labels, usd
+from .common import LEDGER_VIEW_PERMISSION, add_page, days_filter, provider_labels, usd
 
 # Bar chart geometry, in SVG user units (pixels): each row is the key, then its bar with the
 # cost written after it.
@@ -84,10 +84,11 @@ def cost_report_view(request: HttpRequest, site: admin.AdminSite) -> HttpRespons
     The page names providers by their labels; the CSV keeps the registry names, as the API's
     report does (a stable key for scripts and spreadsheets; a custom provider's label can
     change)."""
-    if not request.user.has_perm("llm_providers.view_ledgerentry"):
+    if not request.user.has_perm(LEDGER_VIEW_PERMISSION):
         raise PermissionDenied
     form = CostReportForm.from_query(request.GET)
     tables = []  # one: the chosen grouping's (none while the form has errors)
+    ledger_url = reverse("admin:llm_providers_ledgerentry_changelist", current_app=site.name)
     if _valid_range(form):
         start, end, group_by = (form.cleaned_data[k] for k in ("start", "end", "group_by"))
         if request.GET.get("format") == "csv":
@@ -96,7 +97,6 @@ def cost_report_view(request: HttpRequest, site: admin.AdminSite) -> HttpRespons
             filename = f"llm-costs-by-{group_by}-{start}-to-{end}.csv"
             response["Content-Disposition"] = f'attachment; filename="{filename}"'
             return response
-        ledger_url = reverse("admin:llm_providers_ledgerentry_changelist", current_app=site.name)
         tables.append(grouped_report(start, end, group_by, ledger_url=ledger_url))
     context = {
         **site.each_context(request),
@@ -105,7 +105,7 @@ def cost_report_view(request: HttpRequest, site: admin.AdminSite) -> HttpRespons
         "app_label": LedgerEntry._meta.app_label,
         "form": form,
         "tables": tables,
-        "ledger_url": reverse("admin:llm_providers_ledgerentry_changelist", current_app=site.name),
+        "ledger_url": ledger_url,
     }
     return TemplateResponse(request, "admin/llm_providers/cost_report.html", context)
 
@@ -182,14 +182,6 @@ def ledger_filters(group_by: str, keys: list[str]) -> dict[str, dict[str, str]]:
         "key_owner": "key_owner__exact",
     }[group_by]
     return {key: {parameter: key} for key in keys}
-
-
-def days_filter(start: date, end: date) -> dict[str, str]:
-    """The ledger list's parameters for inclusive UTC days, as its date filter writes them
-    (aware datetimes: a bare date would be read as a naive one)."""
-    since = datetime.combine(start, time.min, tzinfo=UTC)
-    until = datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
-    return {"created_at__gte": str(since), "created_at__lt": str(until)}
 
 
 def _query(start: date, end: date, group_by: str, **extra: str) -> str:
