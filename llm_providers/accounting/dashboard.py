@@ -112,11 +112,6 @@ def attempts_by_model(start: date, end: date) -> list[ModelRow]:
     return sorted(found, key=lambda r: (-r.cost, -r.attempts, r.provider, r.model))
 
 
-def top_models(start: date, end: date, limit: int = 10) -> list[ModelRow]:
-    """The ``limit`` (provider, model)s that cost most in the range."""
-    return attempts_by_model(start, end)[:limit]
-
-
 def provider_activity(
     start: date, end: date, *, models: Iterable[ModelRow] | None = None
 ) -> list[ProviderRow]:
