@@ -109,12 +109,11 @@ class LedgerEntryAdmin(admin.ModelAdmin):
             fieldsets.insert(1, ("Error", {"fields": ["error_code", "error_message"]}))
         return fieldsets
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url="", extra_context=None):
-        entry = self.get_object(request, object_id)
-        if entry is not None:
-            # The page's heading names the provider as people know it (str() has its slug).
-            extra_context = {"subtitle": entry_heading(entry), **(extra_context or {})}
-        return super().change_view(request, object_id, form_url, extra_context)
+    def render_change_form(self, request: HttpRequest, context, *args, obj=None, **kwargs):
+        if obj is not None:
+            # The page's heading names the provider as people know it (str() leaves it out).
+            context["subtitle"] = entry_heading(obj)
+        return super().render_change_form(request, context, *args, obj=obj, **kwargs)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
