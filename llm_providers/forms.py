@@ -331,21 +331,20 @@ class CustomProviderForm(forms.ModelForm):
         return self.cleaned_data["default_model"].strip()
 
 
-class CostReportForm(forms.Form):
+class DateRangeForm(forms.Form):
+    """A period of inclusive UTC days, from a page's query over its defaults: the cost
+    report's and the dashboard's."""
+
     start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
     end = forms.DateField(
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
         help_text="Inclusive; days are UTC.",
     )
-    group_by = forms.ChoiceField(
-        label="Group by", choices=[(name, name.capitalize()) for name in GROUPINGS]
-    )
 
     @classmethod
-    def from_query(cls, query) -> CostReportForm:
-        """A bound form: the query's values over the defaults (this month, by user)."""
-        first, last = month_bounds()
-        data = {"start": first.isoformat(), "end": last.isoformat(), "group_by": "user"}
+    def over_defaults(cls, query, defaults: dict[str, str]):
+        """A bound form: the query's values over ``defaults`` (its fields' names)."""
+        data = dict(defaults)
         data.update({k: query[k] for k in data if query.get(k)})
         return cls(data)
 
@@ -358,19 +357,26 @@ class CostReportForm(forms.Form):
         return cleaned
 
 
-class DashboardForm(forms.Form):
+class CostReportForm(DateRangeForm):
+    group_by = forms.ChoiceField(
+        label="Group by", choices=[(name, name.capitalize()) for name in GROUPINGS]
+    )
+
+    @classmethod
+    def from_query(cls, query) -> CostReportForm:
+        """A bound form: the query's values over the defaults (this month, by user)."""
+        first, last = month_bounds()
+        defaults = {"start": first.isoformat(), "end": last.isoformat(), "group_by": "user"}
+        return cls.over_defaults(query, defaults)
+
+
+class DashboardForm(DateRangeForm):
     """The dashboard's period: inclusive UTC days, the last ``DEFAULT_DAYS`` up to today by
     default, at most ``MAX_DAYS`` (a chart of more days has no room for them; the cost report
     covers longer ranges)."""
 
     DEFAULT_DAYS = 30
     MAX_DAYS = 366
-
-    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
-    end = forms.DateField(
-        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
-        help_text="Inclusive; days are UTC.",
-    )
 
     @classmethod
     def default_range(cls, today: date) -> tuple[date, date]:
@@ -380,19 +386,15 @@ class DashboardForm(forms.Form):
     def from_query(cls, query, today: date) -> DashboardForm:
         """A bound form: the query's dates over the defaults."""
         start, end = cls.default_range(today)
-        data = {"start": start.isoformat(), "end": end.isoformat()}
-        data.update({k: query[k] for k in data if query.get(k)})
-        return cls(data)
+        return cls.over_defaults(query, {"start": start.isoformat(), "end": end.isoformat()})
 
     def clean(self) -> dict:
         cleaned = super().clean()
         start: date | None = cleaned.get("start")
         end: date | None = cleaned.get("end")
-        if start is None or end is None:
-            return cleaned
-        if end < start:
-            self.add_error("end", "The end date is before the start date.")
-        elif (end - start).days >= self.MAX_DAYS:
+        if start is None or end is None or end < start:
+            return cleaned  # nothing to check, or already refused
+        if (end - start).days >= self.MAX_DAYS:
             self.add_error(
                 "end",
                 f"The dashboard shows at most {self.MAX_DAYS} days; the cost report covers "
