@@ -117,21 +117,26 @@ def paced_fake():
         yield fake
 
 
-@pytest.mark.parametrize("provider", ["gemini", "openrouter"])
-def test_streams_through_the_real_fake_complete_with_their_first_token_timed(paced_fake, provider):
-    request = upstream_request(provider, paced_fake.base_urls, stream=True)
-    assert request.shape is (GEMINI_EVENTS if provider == "gemini" else OPENAI_CHUNKS)
-    cell = asyncio.run(
+def run_streams(request, *, streams: int, ramp: float = 0):
+    """``load_streams`` of ``request`` (an ``upstream_request``), 10 s a stream at most."""
+    return asyncio.run(
         load_streams(
             request.url,
             request.body,
             request.headers,
             request.shape,
-            streams=5,
-            ramp=0.05,
+            streams=streams,
+            ramp=ramp,
             timeout=10,
         )
     )
+
+
+@pytest.mark.parametrize("provider", ["gemini", "openrouter"])
+def test_streams_through_the_real_fake_complete_with_their_first_token_timed(paced_fake, provider):
+    request = upstream_request(provider, paced_fake.base_urls, stream=True)
+    assert request.shape is (GEMINI_EVENTS if provider == "gemini" else OPENAI_CHUNKS)
+    cell = run_streams(request, streams=5, ramp=0.05)
     assert (cell.completed, cell.errors, cell.completion) == (5, 0, 1.0)
     assert len(cell.ttft) == 5 and len(cell.durations) == 5
     # Seven or more events 20 ms apart: the first token comes long before the end.
@@ -143,17 +148,7 @@ def test_a_stream_without_its_last_event_is_not_complete(paced_fake):
     request = upstream_request("openrouter", paced_fake.base_urls, stream=True)
     paced_fake.script("openrouter", ["no_done"])
     try:
-        cell = asyncio.run(
-            load_streams(
-                request.url,
-                request.body,
-                request.headers,
-                request.shape,
-                streams=1,
-                ramp=0,
-                timeout=10,
-            )
-        )
+        cell = run_streams(request, streams=1)
     finally:
         paced_fake.clear_scripts()
     assert (cell.completed, dict(cell.error_kinds)) == (0, {"incomplete": 1})
@@ -164,17 +159,7 @@ def test_a_refused_stream_is_counted_with_its_status(paced_fake):
     request = upstream_request("openrouter", paced_fake.base_urls, stream=True)
     paced_fake.script("openrouter", [{"status": 503}])
     try:
-        cell = asyncio.run(
-            load_streams(
-                request.url,
-                request.body,
-                request.headers,
-                request.shape,
-                streams=1,
-                ramp=0,
-                timeout=10,
-            )
-        )
+        cell = run_streams(request, streams=1)
     finally:
         paced_fake.clear_scripts()
     assert cell.completed == 0 and not cell.ttft
