@@ -33,9 +33,13 @@ def event_stream_response(
     first = next(items, None)  # may raise: then the error gets its HTTP status
     encode = encode or generate_events
     response = StreamingHttpResponse(
-        _Closing(encode(_first_then_rest(first, items)), items),
-        content_type="text/event-stream",
+        encode(_first_then_rest(first, items)), content_type="text/event-stream"
     )
+    # Closing the response closes the router's stream too, also when the server closes it
+    # before iterating it (a generator that never started ignores ``close()``, and the
+    # stream, whose first item was already pulled, would be accounted only when
+    # garbage-collected).
+    when_over(response, items.close)
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
     return response
@@ -81,29 +85,6 @@ class StreamingContentNegotiation(DefaultContentNegotiation):
             return super().select_renderer(request, renderers, format_suffix)
         except NotAcceptable:
             return renderers[0], renderers[0].media_type
-
-
-class _Closing:
-    """The response's iterator. Closing it closes the router's stream too, also when the
-    server closes the response before iterating it (a generator that never started ignores
-    ``close()``, and the stream, whose first item was already pulled, would be accounted only
-    when garbage-collected)."""
-
-    def __init__(self, events: Iterator[str], items: Iterator):
-        self._events = events
-        self._items = items
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> str:
-        return next(self._events)
-
-    def close(self) -> None:
-        try:
-            self._events.close()
-        finally:
-            self._items.close()
 
 
 def _first_then_rest(first, items: Iterator) -> Iterator:
