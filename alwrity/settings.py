@@ -171,12 +171,18 @@ LOGGING = {
     "filters": {
         "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
         "secrets": {"()": "llm_providers.log.SecretsFilter"},
+        "refused_requests": {"()": "alwrity.log.RefusedRequestFilter"},
     },
     "formatters": {
         "plain": {"format": "{asctime} {levelname} {name}: {message}", "style": "{"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secrets"]},
+        "refused_requests": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["secrets", "refused_requests"],
+        },
         "mail_admins": {
             "level": "ERROR",
             "filters": ["require_debug_false", "secrets"],
@@ -184,11 +190,18 @@ LOGGING = {
         },
     },
     "loggers": {
-        # Server errors (500s with their traceback) and refused requests (django.security);
-        # with DEBUG on, every 4xx too, as Django's default does.
+        # Server errors (500s with their traceback); with DEBUG on, every 4xx too, as Django's
+        # default does.
         "django": {
             "handlers": ["console", "mail_admins"],
             "level": "INFO" if DEBUG else "ERROR",
+        },
+        # Requests refused as suspicious (a wrong Host, a malformed body), logged by Django on
+        # django.security.<error>: one warning line each, no traceback, no mail to ADMINS.
+        "django.security": {
+            "handlers": ["refused_requests"],
+            "level": "WARNING",
+            "propagate": False,
         },
         "llm_providers": {
             "handlers": ["console"],

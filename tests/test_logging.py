@@ -126,3 +126,37 @@ def test_debug_on_keeps_djangos_console_logging():
     done = run_project(FAILING_REQUEST, DEBUG="true")
     assert "Internal Server Error: /api/llm/health/" in done.stderr
     assert done.stderr.count("RuntimeError: the database driver fell over") == 1
+
+
+def test_a_request_with_a_wrong_host_is_one_warning_line_without_a_traceback():
+    # What every scanner of a server facing the internet sends: Django refuses it (400) and
+    # logs it on django.security.DisallowedHost, as an error with a traceback unless told.
+    code = """
+from django.test import Client
+response = Client().get("/api/llm/health/", HTTP_HOST="scanner.example")
+print(response.status_code)
+"""
+    done = run_project(code)
+
+    assert done.stdout.strip() == "400"
+    lines = done.stderr.splitlines()
+    refused = [line for line in lines if "django.security.DisallowedHost" in line]
+    assert len(refused) == 1, done.stderr
+    expected = "WARNING django.security.DisallowedHost: Invalid HTTP_HOST header: 'scanner.example'"
+    assert expected in refused[0]
+    assert "Traceback" not in done.stderr and " ERROR " not in done.stderr
+
+
+def test_a_wrong_host_sends_no_mail_to_the_admins():
+    code = """
+from django.core import mail
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()  # the locmem mail outbox
+from django.conf import settings
+settings.ADMINS = [("Ops", "ops@example.com")]
+Client().get("/api/llm/health/", HTTP_HOST="scanner.example")
+print(len(mail.outbox))
+"""
+    done = run_project(code)
+    assert done.stdout.strip() == "0", done.stderr
